@@ -1,0 +1,292 @@
+"""Typed pipeline config loaded from one YAML file per project.
+
+No side effects on import. :func:`load_config` parses and validates the whole
+file before any work starts; every problem is reported as ``dotted.key: what is
+wrong`` in one :class:`~mlops_ray.errors.ConfigError`.
+
+Example::
+
+    cfg = load_config("examples/quickstart.yaml")
+    cfg.data.split.fractions   # {'train': 0.8, 'valid': 0.1, 'test': 0.1}
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from mlops_ray.errors import ConfigError
+from mlops_ray.workspace import get_workspace
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+FRACTION_TOLERANCE = 1e-9
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# --------------------------------------------------------------------------- data
+class SplitConfig(_Strict):
+    """Hash split: row -> split by XXH64(salt + ':' + id) mod 10000 (see README)."""
+
+    salt: str = "v1"
+    fractions: dict[str, float] = Field(
+        default_factory=lambda: {"train": 0.8, "valid": 0.1, "test": 0.1}
+    )
+
+    @field_validator("fractions")
+    @classmethod
+    def _check_fractions(cls, v: dict[str, float]) -> dict[str, float]:
+        from mlops_ray.data.hashing import split_boundaries  # pure; validates
+
+        split_boundaries(v)
+        if "train" not in v:
+            raise ValueError("a split named 'train' is required (preprocessing is fitted on it)")
+        return v
+
+
+class NumericPreprocessing(_Strict):
+    impute: Literal["median", "mean", "constant"] = "median"
+    fill_value: float = 0.0
+    scale: Literal["standard", "minmax", "none"] = "standard"
+    add_missing_indicator: bool = False
+
+
+class CategoricalPreprocessing(_Strict):
+    encoding: Literal["onehot", "ordinal"] = "onehot"
+    max_categories: int = Field(32, ge=1, le=10_000)
+    min_frequency: int = Field(1, ge=1)
+
+
+class PreprocessingConfig(_Strict):
+    numeric: NumericPreprocessing = Field(default_factory=NumericPreprocessing)
+    categorical: CategoricalPreprocessing = Field(default_factory=CategoricalPreprocessing)
+
+
+class GenerateConfig(_Strict):
+    """Synthetic source used by ``quickstart`` when the source does not exist yet."""
+
+    rows: int = Field(20_000, ge=10)
+    shards: int = Field(4, ge=1)
+    seed: int = 0
+    drift: float = Field(0.0, ge=0.0, le=1.0)
+
+
+class DataConfig(_Strict):
+    name: str
+    source: str
+    format: Literal["auto", "parquet", "csv"] = "auto"
+    id_column: str
+    label_column: str
+    timestamp_column: str | None = None
+    task: Literal["binary", "multiclass", "regression"] = "binary"
+    numeric_features: list[str] | None = None
+    categorical_features: list[str] | None = None
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    preprocessing: PreprocessingConfig = Field(default_factory=PreprocessingConfig)
+    reference_bins: int = Field(10, ge=2, le=100)
+    quantile_sample_rows: int = Field(200_000, ge=1_000)
+    batch_size: int = Field(131_072, ge=1_024)
+    generate: GenerateConfig | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, v: str) -> str:
+        if not _NAME_RE.match(v):
+            raise ValueError("must be 1-64 chars of letters, digits, '_', '-', '.'")
+        return v
+
+    @model_validator(mode="after")
+    def _check_columns(self) -> "DataConfig":
+        special = {self.id_column, self.label_column} | (
+            {self.timestamp_column} if self.timestamp_column else set()
+        )
+        num = self.numeric_features or []
+        cat = self.categorical_features or []
+        for name, cols in (("numeric_features", num), ("categorical_features", cat)):
+            if len(set(cols)) != len(cols):
+                raise ValueError(f"{name} lists a column twice")
+            clash = special.intersection(cols)
+            if clash:
+                raise ValueError(f"{name} must not contain id/label/timestamp columns: {sorted(clash)}")
+        both = set(num) & set(cat)
+        if both:
+            raise ValueError(f"columns declared both numeric and categorical: {sorted(both)}")
+        return self
+
+    def resolved_source(self, base_dir: Path | None = None) -> str:
+        """Source with ``{workspace}`` expanded; relative paths resolved against ``base_dir``."""
+        return resolve_path(self.source, base_dir)
+
+
+# --------------------------------------------------------------- later stages
+class ModelConfig(_Strict):
+    type: Literal["xgboost", "sklearn"] = "xgboost"
+    estimator: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    num_boost_round: int = Field(200, ge=1)
+    early_stopping_rounds: int | None = Field(20, ge=1)
+    seed: int = 42
+    execution: Literal["auto", "local", "distributed"] = "auto"
+    num_workers: int | None = Field(None, ge=1)
+    cpus_per_worker: float | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _check_estimator(self) -> "ModelConfig":
+        if self.type == "sklearn" and not self.estimator:
+            raise ValueError("model.type 'sklearn' needs model.estimator (an importable class path)")
+        return self
+
+
+class TuneConfig(_Strict):
+    enabled: bool = False
+    num_samples: int = Field(8, ge=1)
+    max_concurrent_trials: int = Field(2, ge=1)
+    search_alg: Literal["random", "grid"] = "random"
+    scheduler: Literal["asha", "none"] = "asha"
+    metric: str | None = None
+    search_space: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+
+class MlflowConfig(_Strict):
+    tracking_uri: str | None = None  # default: sqlite in the workspace
+    experiment: str = "mlops-ray"
+
+    def resolved_tracking_uri(self) -> str:
+        if self.tracking_uri:
+            return self.tracking_uri.replace("{workspace}", str(get_workspace().root))
+        return get_workspace().mlflow_tracking_uri
+
+
+class GateConfig(_Strict):
+    metric: str = "auc"
+    direction: Literal["maximize", "minimize"] = "maximize"
+    min_improvement_abs: float = Field(0.0, ge=0.0)
+    min_improvement_rel: float = Field(0.0, ge=0.0)
+
+
+class RegistryConfig(_Strict):
+    model_name: str = "mlops-ray-model"
+    gate: GateConfig = Field(default_factory=GateConfig)
+
+
+class ServeConfig(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    model_alias: str = "champion"
+    min_replicas: int = Field(1, ge=0)
+    max_replicas: int = Field(3, ge=1)
+    target_ongoing_requests: float = Field(16, gt=0)
+    max_ongoing_requests: int = Field(64, ge=1)
+    upscale_delay_s: float = Field(2.0, ge=0)
+    downscale_delay_s: float = Field(10.0, ge=0)
+    num_cpus_per_replica: float = Field(0.5, gt=0)
+    max_batch_size: int = Field(32, ge=1)
+    batch_wait_timeout_s: float = Field(0.001, ge=0)
+    poll_interval_s: float = Field(5.0, gt=0)
+    max_body_bytes: int = Field(1_048_576, ge=1024)
+
+    @model_validator(mode="after")
+    def _check_replicas(self) -> "ServeConfig":
+        if self.max_replicas < self.min_replicas:
+            raise ValueError("serve.max_replicas must be >= serve.min_replicas")
+        return self
+
+
+class DriftConfig(_Strict):
+    psi_warn: float = Field(0.1, gt=0)
+    psi_alert: float = Field(0.25, gt=0)
+    min_rows: int = Field(500, ge=1)
+    push_every_rows: int = Field(256, ge=1)
+    retrain_on_alert: bool = True
+
+    @model_validator(mode="after")
+    def _check_order(self) -> "DriftConfig":
+        if self.psi_alert < self.psi_warn:
+            raise ValueError("drift.psi_alert must be >= drift.psi_warn")
+        return self
+
+
+class PipelineConfig(_Strict):
+    """The whole project config. Only ``data`` is required."""
+
+    data: DataConfig
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    tune: TuneConfig = Field(default_factory=TuneConfig)
+    mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
+    registry: RegistryConfig = Field(default_factory=RegistryConfig)
+    serve: ServeConfig = Field(default_factory=ServeConfig)
+    drift: DriftConfig = Field(default_factory=DriftConfig)
+
+    # Directory of the YAML file; relative paths in the config resolve against it.
+    base_dir: Path | None = Field(default=None, exclude=True)
+
+    def source(self) -> str:
+        return self.data.resolved_source(self.base_dir)
+
+
+# ------------------------------------------------------------------- loading
+def resolve_path(path: str, base_dir: Path | None = None) -> str:
+    """Expand ``{workspace}``, ``~`` and env vars; resolve relative local paths against ``base_dir``.
+
+    URIs with a scheme (``s3://``, ``gs://``, ``file://``) are returned unchanged.
+    """
+    expanded = os.path.expandvars(path.replace("{workspace}", str(get_workspace().root)))
+    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", expanded):
+        return expanded
+    p = Path(expanded).expanduser()
+    if not p.is_absolute():
+        p = (base_dir or Path.cwd()) / p
+    return str(p.resolve())
+
+
+def _format_validation_error(err: ValidationError) -> list[str]:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(x) for x in e["loc"]) or "<root>"
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key (check spelling; see README config reference)"
+        elif e["type"] == "missing":
+            msg = "required key is missing"
+        elif msg.startswith("Value error, "):
+            msg = msg[len("Value error, "):]
+        lines.append(f"{loc}: {msg}")
+    return lines
+
+
+def config_from_dict(raw: Any, *, base_dir: Path | None = None, origin: str = "<config>") -> PipelineConfig:
+    """Validate a parsed mapping into a :class:`PipelineConfig` or raise ConfigError."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{origin}: top level must be a mapping with at least a 'data' section")
+    try:
+        cfg = PipelineConfig.model_validate(raw)
+    except ValidationError as err:
+        problems = _format_validation_error(err)
+        raise ConfigError(f"invalid config {origin}:\n  " + "\n  ".join(problems)) from None
+    cfg.base_dir = base_dir
+    return cfg
+
+
+def load_config(path: str | os.PathLike) -> PipelineConfig:
+    """Read and validate a YAML pipeline config. Raises ConfigError naming the key at fault."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p}")
+    try:
+        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config {p} is not valid YAML: {err}") from None
+    return config_from_dict(raw, base_dir=p.resolve().parent, origin=str(p))
+
+
+def config_to_yaml(cfg: PipelineConfig) -> str:
+    """Round-trippable YAML of the resolved config (logged with runs)."""
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

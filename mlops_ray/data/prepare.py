@@ -1,0 +1,286 @@
+"""`data prepare`: validate, split, fingerprint, fit preprocessing and publish a snapshot.
+
+One streaming pass over the source. Every batch goes through :func:`process_batch`
+(pure Arrow/NumPy, no Ray), which validates and casts it, assigns splits by the
+hash rule, writes its rows to the staging directory (one file per split, named
+by the batch's content so a retried task overwrites instead of duplicating) and
+returns small mergeable partials: fingerprint, validation report, id hashes (for
+the global duplicate check) and train statistics. The engine (Ray Data
+``map_batches`` or a local loop) only decides where batches run. The driver
+merges the partials, fits the preprocessor on train statistics, writes the
+manifest and publishes the staging directory atomically. If validation fails,
+the staging directory is deleted: no partial snapshot is ever visible.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from mlops_ray.data import fingerprint as fpm
+from mlops_ray.data.hashing import HASH_SEED, NUM_BUCKETS, assign_splits, hash_ids, split_boundaries
+from mlops_ray.data.preprocess import Preprocessor
+from mlops_ray.data.snapshot import MANIFEST, PREPROCESSOR, REFERENCE, SPLITS, Snapshot, SnapshotStore, snapshot_id, write_json
+from mlops_ray.data.sources import SourceFiles, iter_batches, list_source, read_schema
+from mlops_ray.data.stats import TrainStats, batch_stats, reference_statistics
+from mlops_ray.data.validate import DataSpec, ValidationReport, resolve_spec, validate_batch
+from mlops_ray.data.xxh64 import xxh64_arrow
+from mlops_ray.errors import DataValidationError
+from mlops_ray.workspace import Workspace, get_workspace
+
+log = logging.getLogger(__name__)
+SNAPSHOT_FORMAT = 1
+_SAMPLE_PREFIX = b"mlops-ray-sample:"
+
+
+@dataclass(frozen=True)
+class BatchContext:
+    """Everything a worker needs to process a batch (picklable)."""
+
+    spec: DataSpec
+    salt: str
+    fractions: tuple[tuple[str, float], ...]
+    staging: str | None  # None: compute partials only, write nothing
+    sample_k: int
+
+
+@dataclass
+class BatchResult:
+    rows: int
+    split_rows: dict[str, int]
+    fingerprint: fpm.FingerprintPartial
+    report: ValidationReport
+    id_hashes: np.ndarray  # int64, the split hash of every valid id
+    train: TrainStats | None
+
+    def merge(self, o: "BatchResult") -> "BatchResult":
+        return BatchResult(
+            self.rows + o.rows,
+            {k: self.split_rows.get(k, 0) + o.split_rows.get(k, 0) for k in {*self.split_rows, *o.split_rows}},
+            self.fingerprint.merge(o.fingerprint),
+            self.report.merge(o.report),
+            np.concatenate([self.id_hashes, o.id_hashes]),
+            o.train if self.train is None else (self.train if o.train is None else self.train.merge(o.train)),
+        )
+
+
+def process_batch(table: pa.Table, ctx: BatchContext) -> BatchResult:
+    """Validate, split, write and summarise one batch. Pure apart from writing its own files."""
+    fractions = dict(ctx.fractions)
+    fp = fpm.fingerprint_partial(table)
+    clean, report = validate_batch(table, ctx.spec)
+    names = list(fractions)
+    if not report.ok:
+        return BatchResult(table.num_rows, {}, fp, report, np.empty(0, np.int64), None)
+    ids = clean.column(ctx.spec.id_column)
+    h = hash_ids(ids, ctx.salt)
+    codes = assign_splits(ids, ctx.salt, fractions)
+    split_rows = {}
+    train = None
+    for code, name in enumerate(names):
+        mask = codes == code
+        n = int(mask.sum())
+        split_rows[name] = n
+        if not n:
+            continue
+        sub = clean.filter(pa.array(mask))
+        if ctx.staging is not None:
+            out = Path(ctx.staging) / SPLITS / name
+            out.mkdir(parents=True, exist_ok=True)
+            # Content-named: a retried task rewrites the same file instead of adding rows.
+            pq.write_table(sub, out / f"part-{fp.hexdigest()[:20]}.parquet", compression="snappy")
+        if name == "train":
+            keys = xxh64_arrow(sub.column(ctx.spec.id_column).combine_chunks(), prefix=_SAMPLE_PREFIX, seed=HASH_SEED)
+            train = batch_stats(sub, keys, ctx.spec.numeric, ctx.spec.categorical, ctx.spec.label_column, ctx.sample_k)
+    return BatchResult(table.num_rows, split_rows, fp, report, h, train)
+
+
+@dataclass
+class PrepareResult:
+    snapshot: Snapshot
+    reused: bool
+    seconds: float
+    notes: list[str] = field(default_factory=list)
+
+
+def _spec_dict(cfg, spec: DataSpec) -> dict[str, Any]:
+    d = cfg.data
+    return {
+        "format": SNAPSHOT_FORMAT,
+        "hash": {"algorithm": "xxh64", "seed": HASH_SEED, "buckets": NUM_BUCKETS, "key": "salt + ':' + str(id)"},
+        "salt": d.split.salt,
+        "fractions": [[k, v] for k, v in d.split.fractions.items()],
+        "id_column": spec.id_column,
+        "label_column": spec.label_column,
+        "timestamp_column": spec.timestamp_column,
+        "task": spec.task,
+        "numeric_features": list(spec.numeric),
+        "categorical_features": list(spec.categorical),
+        "preprocessing": d.preprocessing.model_dump(mode="json"),
+        "reference_bins": d.reference_bins,
+        "quantile_sample_rows": d.quantile_sample_rows,
+    }
+
+
+def _library_versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version()}
+    for pkg in ("mlops-ray", "ray", "pyarrow", "numpy", "pandas", "mlflow", "xgboost", "scikit-learn"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+def _duplicate_problem(result: BatchResult, src: SourceFiles, spec: DataSpec, salt: str) -> list[str]:
+    """Global duplicate-id check on 64-bit hashes; examples are confirmed by a rescan of the ids."""
+    h = np.sort(result.id_hashes)
+    dup_hashes = np.unique(h[1:][h[1:] == h[:-1]])
+    if not dup_hashes.size:
+        return []
+    examples: dict[str, int] = {}
+    for t in iter_batches(src, spec.id_column, columns=[spec.id_column]):
+        ids = t.column(spec.id_column).combine_chunks()
+        if ids.null_count:
+            continue
+        hit = np.isin(hash_ids(ids, salt), dup_hashes)
+        for v in ids.filter(pa.array(hit)).to_pylist():
+            examples[str(v)] = examples.get(str(v), 0) + 1
+    real = {k: c for k, c in examples.items() if c > 1}
+    if not real:  # 64-bit hash collision between distinct ids: harmless
+        return []
+    shown = "; ".join(f"{spec.id_column}={k!r} x{c}" for k, c in list(real.items())[:5])
+    return [f"id {spec.id_column!r}: {len(real)} duplicated id value(s); e.g. {shown}"]
+
+
+def fingerprint_cache_get(ws: Workspace, key: str) -> str | None:
+    import json
+
+    p = ws.root / "cache" / "source_fingerprints.json"
+    if not p.is_file():
+        return None
+    return json.loads(p.read_text()).get(key)
+
+
+def fingerprint_cache_put(ws: Workspace, key: str, digest: str) -> None:
+    import json
+
+    d = ws.ensure("cache")
+    p = d / "source_fingerprints.json"
+    cache = json.loads(p.read_text()) if p.is_file() else {}
+    cache[key] = digest
+    write_json(p, cache)
+
+
+Runner = Callable[[SourceFiles, BatchContext, int], Iterable[BatchResult]]
+
+
+def run_local(src: SourceFiles, ctx: BatchContext, batch_size: int, progress: bool = False) -> Iterable[BatchResult]:
+    """Single-process engine: pyarrow streaming batches through :func:`process_batch`."""
+    it = iter_batches(src, ctx.spec.id_column, batch_size=batch_size)
+    if progress:
+        from tqdm import tqdm
+
+        it = tqdm(it, desc="prepare (local)", unit="batch")
+    for t in it:
+        yield process_batch(t, ctx)
+
+
+def prepare_snapshot(cfg, *, workspace: Workspace | None = None, engine: str = "ray", progress: bool = False,
+                     runner: Runner | None = None) -> PrepareResult:
+    """Validate, split, fingerprint and publish a snapshot for ``cfg.data``; reuse an identical one.
+
+    Args:
+        cfg: a PipelineConfig.
+        engine: ``"ray"`` (Ray Data map_batches, the default) or ``"local"`` (one process).
+
+    Raises:
+        DataValidationError: the source breaks the contract (nothing is left behind).
+    """
+    t0 = time.perf_counter()
+    ws = workspace or get_workspace()
+    store = SnapshotStore(ws)
+    d = cfg.data
+    src = list_source(cfg.source(), d.format)
+    spec = resolve_spec(read_schema(src, d.id_column), d)
+    spec_d = _spec_dict(cfg, spec)
+    split_boundaries(d.split.fractions)
+
+    # Unchanged files (same paths, sizes, mtimes) -> known fingerprint -> reuse without reading.
+    cached_fp = fingerprint_cache_get(ws, src.stat_key())
+    if cached_fp:
+        existing = store.get(d.name, snapshot_id(cached_fp, spec_d))
+        if existing is not None:
+            return PrepareResult(existing, True, time.perf_counter() - t0, ["source unchanged since last prepare"])
+
+    staging = store.new_staging(d.name)
+    try:
+        ctx = BatchContext(spec, d.split.salt, tuple(d.split.fractions.items()), str(staging), d.quantile_sample_rows)
+        if runner is None:
+            if engine == "ray":
+                from mlops_ray.data import ray_io
+
+                runner = ray_io.run_prepare
+            elif engine == "local":
+                runner = lambda s, c, b: run_local(s, c, b, progress)  # noqa: E731
+            else:
+                raise ValueError(f"unknown engine {engine!r}; use 'ray' or 'local'")
+        total: BatchResult | None = None
+        for r in runner(src, ctx, d.batch_size):
+            total = r if total is None else total.merge(r)
+        if total is None or total.rows == 0:
+            raise DataValidationError([f"source {src.uri!r} has no rows"])
+        problems = total.report.lines() + _duplicate_problem(total, src, spec, d.split.salt)
+        if problems:
+            raise DataValidationError(problems)
+        if total.train is None or total.train.rows == 0:
+            raise DataValidationError(["the train split is empty; add rows or change data.split.fractions"])
+
+        digest = total.fingerprint.hexdigest()
+        sid = snapshot_id(digest, spec_d)
+        fingerprint_cache_put(ws, src.stat_key(), digest)
+        existing = store.get(d.name, sid)
+        if existing is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+            return PrepareResult(existing, True, time.perf_counter() - t0, ["identical content already prepared"])
+
+        pre = Preprocessor.fit(total.train, spec.categorical, d.preprocessing.numeric, d.preprocessing.categorical)
+        pre.save(staging / PREPROCESSOR)
+        ref = reference_statistics(total.train, spec.categorical, d.reference_bins)
+        write_json(staging / REFERENCE, ref)
+        for name in d.split.fractions:  # every split gets a directory, even when empty
+            (staging / SPLITS / name).mkdir(parents=True, exist_ok=True)
+        schema = read_schema(src, d.id_column)
+        manifest = {
+            "snapshot_id": sid,
+            "name": d.name,
+            "source": {"uri": src.uri, "format": src.format, "files": len(src.files), "bytes": src.total_bytes},
+            "fingerprint": digest,
+            "fingerprint_algorithm": fpm.ALGORITHM,
+            "rows": total.rows,
+            "rows_per_split": {k: total.split_rows.get(k, 0) for k in d.split.fractions},
+            "label_distribution_train": total.train.labels,
+            "spec": spec_d,
+            "schema": [{"name": f.name, "type": str(f.type)} for f in schema],
+            "feature_names": pre.feature_names,
+            "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "engine": engine if runner is None or engine else "custom",
+            "library_versions": _library_versions(),
+        }
+        write_json(staging / MANIFEST, manifest)
+        snap, created = store.commit(staging, d.name, sid)
+        return PrepareResult(snap, not created, time.perf_counter() - t0)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise

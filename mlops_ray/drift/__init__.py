@@ -1,0 +1,1 @@
+"""Drift monitoring: reference bins (frozen at training time), mergeable counts, PSI."""

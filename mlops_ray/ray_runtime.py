@@ -1,0 +1,47 @@
+"""Starting or joining Ray: the one place that calls ``ray.init``.
+
+Local clusters started by mlops-ray (quickstart, tests, CLI without an address)
+run with ``RAY_AUTH_MODE=disabled`` unless the caller set a mode, so that the
+Serve CLI and job client (which read the same variable) agree with the cluster.
+Set ``RAY_ADDRESS`` (or pass ``address``) to use an existing cluster.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+AUTH_ENV = "RAY_AUTH_MODE"
+
+
+def ensure_ray(num_cpus: int | None = None, address: str | None = None, include_dashboard: bool | None = None,
+               quiet: bool = True, **kwargs) -> bool:
+    """Initialise Ray if not already; returns True when this call started/connected it.
+
+    Args:
+        num_cpus: CPUs for a *new local* cluster (ignored when joining one).
+        address: cluster address; default ``$RAY_ADDRESS`` or a fresh local cluster.
+    """
+    import ray
+
+    if ray.is_initialized():
+        return False
+    os.environ.setdefault(AUTH_ENV, "disabled")
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    init_kwargs = dict(address=address, ignore_reinit_error=True, **kwargs)
+    if quiet:
+        init_kwargs.setdefault("logging_level", logging.WARNING)
+        init_kwargs.setdefault("log_to_driver", True)
+    if address is None:
+        if num_cpus is not None:
+            init_kwargs["num_cpus"] = num_cpus
+        if include_dashboard is not None:
+            init_kwargs["include_dashboard"] = include_dashboard
+    ray.init(**init_kwargs)
+    if quiet:
+        import ray.data
+
+        ctx = ray.data.DataContext.get_current()
+        ctx.enable_progress_bars = bool(int(os.environ.get("MLOPS_RAY_PROGRESS", "1")))
+        ctx.print_on_execution_start = False
+    return True
