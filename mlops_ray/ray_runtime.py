@@ -32,7 +32,7 @@ def ensure_ray(num_cpus: int | None = None, address: str | None = None, include_
     if quiet:
         init_kwargs.setdefault("logging_level", logging.WARNING)
         init_kwargs.setdefault("log_to_driver", True)
-    if address is None:
+    if address in (None, "local"):
         if num_cpus is not None:
             init_kwargs["num_cpus"] = num_cpus
         if include_dashboard is not None:
