@@ -191,6 +191,135 @@ def data_show(snapshot_ref):
     click.echo(json.dumps(dict(s.manifest, path=str(s.path), usage=s.usage()), indent=1))
 
 
+# ------------------------------------------------------------------- train/registry
+def _load(config_path):
+    from mlops_ray.config import load_config
+
+    return load_config(config_path)
+
+
+def _print_candidate(res, kind: str) -> None:
+    click.echo(f"{kind} run {res.run_id}  snapshot {res.snapshot_id}")
+    if res.plan is not None:
+        click.echo(f"  execution: {res.plan.mode} (workers={res.plan.num_workers}, threads={res.plan.nthread}) "
+                   f"- {res.plan.reason}")
+    for k in sorted(res.metrics):
+        click.echo(f"  {k:<18} {res.metrics[k]:.5f}")
+    if res.version:
+        click.echo(f"  registered version {res.version} as 'challenger'  ({res.model_uri})")
+
+
+config_option = click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False),
+                             help="Pipeline YAML.")
+
+
+@main.command("train")
+@config_option
+@click.option("--snapshot", "snapshot_ref", default=None, help="Snapshot id/prefix/NAME@latest (default: prepare).")
+@click.option("--execution", type=click.Choice(["auto", "local", "distributed"]), default=None,
+              help="Override model.execution.")
+@click.option("--no-register", is_flag=True, help="Log to MLflow but do not register a version.")
+@_friendly
+def train_cmd(config_path, snapshot_ref, execution, no_register):
+    """Train the configured model (Ray Train v2), log to MLflow, register as challenger."""
+    from mlops_ray.train.run import train_model
+
+    _print_candidate(train_model(_load(config_path), snapshot_ref=snapshot_ref, execution=execution,
+                                 register=not no_register), "train")
+
+
+@main.command("tune")
+@config_option
+@click.option("--snapshot", "snapshot_ref", default=None)
+@click.option("--no-register", is_flag=True)
+@_friendly
+def tune_cmd(config_path, snapshot_ref, no_register):
+    """Ray Tune search (ASHA); each trial an MLflow child run; best becomes challenger."""
+    from mlops_ray.train.tune import tune_model
+
+    res = tune_model(_load(config_path), snapshot_ref=snapshot_ref, register=not no_register)
+    click.echo(f"tuning: {res.extra['finished']}/{res.extra['trials']} trials finished in "
+               f"{res.extra['tune_seconds']:.1f}s; best config {res.extra['best_config']}")
+    _print_candidate(res, "tune")
+
+
+@main.command("promote")
+@config_option
+@click.option("--version", default=None, help="Version to consider (default: alias 'challenger').")
+@click.option("--force", is_flag=True, help="Promote even if the gate says KEEP (recorded in history).")
+@_friendly
+def promote_cmd(config_path, version, force):
+    """Champion/challenger gate: compare on the same test rows, move 'champion' if better."""
+    from mlops_ray.registry.promotion import promote
+
+    r = promote(_load(config_path), version, force=force)
+    click.echo(f"{r.decision.action}: challenger v{r.challenger_version} vs champion "
+               f"{('v' + r.champion_version) if r.champion_version else '(none)'}")
+    for reason in r.decision.reasons:
+        click.echo(f"  - {reason}")
+
+
+@main.command("rollback")
+@config_option
+@click.option("--reason", default="manual rollback", show_default=True)
+@_friendly
+def rollback_cmd(config_path, reason):
+    """Restore the previous champion in one step."""
+    from mlops_ray.registry.promotion import rollback
+
+    e = rollback(_load(config_path), reason)
+    click.echo(f"champion: v{e['from_version']} -> v{e['to_version']} ({e['when']}, by {e['who']})")
+
+
+@main.command("models")
+@config_option
+@click.option("--history", is_flag=True, help="Also print the alias history.")
+@click.option("--json", "as_json", is_flag=True)
+@_friendly
+def models_cmd(config_path, history, as_json):
+    """List registered versions, aliases, key metrics and data fingerprints."""
+    from mlops_ray.registry import tracking
+    from mlops_ray.registry.promotion import list_models
+
+    cfg = _load(config_path)
+    rows = list_models(cfg)
+    events = tracking.alias_history(tracking.configure(cfg.mlflow), cfg.registry.model_name) if history else []
+    if as_json:
+        click.echo(json.dumps({"versions": rows, "history": events}, indent=1, default=str))
+        return
+    if not rows:
+        click.echo(f"no versions of {cfg.registry.model_name!r} yet")
+    for r in rows:
+        metrics = " ".join(f"{k}={v}" for k, v in sorted(r["metrics"].items()))
+        click.echo(f"v{r['version']:<4} {','.join(r['aliases']) or '-':<22} snapshot={r['snapshot_id']} "
+                   f"data={r['data_fingerprint']} gate={r['gate'] or '-'} {metrics}")
+    for e in events:
+        click.echo(f"  #{e['seq']} {e['when']} {e['alias']}: {e['from_version']} -> {e['to_version']} "
+                   f"[{e['action']}] by {e['who']}: {e['reason']}")
+
+
+@main.command("reproduce")
+@click.argument("run_id")
+@click.option("--config", "config_path", default=None, type=click.Path(dir_okay=False),
+              help="Pipeline YAML whose mlflow section locates the run (default: workspace MLflow).")
+@click.option("--allow-code-change", is_flag=True, help="Compare even if the code differs from the run's.")
+@_friendly
+def reproduce_cmd(run_id, config_path, allow_code_change):
+    """Re-run training from a logged run and compare metrics side by side."""
+    from mlops_ray.train.reproduce import reproduce_run
+
+    mcfg = _load(config_path).mlflow if config_path else None
+    c = reproduce_run(run_id, mlflow_cfg=mcfg, allow_code_change=allow_code_change)
+    for n in c.notes:
+        click.echo(f"note: {n}")
+    click.echo(f"{'metric':<18} {'original':>12} {'reproduced':>12}  equal")
+    for k, a, b in c.rows:
+        click.echo(f"{k:<18} {a:>12.6f} {b:>12.6f}  {'yes' if a == b else 'NO'}")
+    click.echo(f"reproduction run {c.new_run_id}: {'EXACT' if c.exact else 'DIFFERS'}")
+    if not c.exact:
+        sys.exit(1)
+
+
 # ------------------------------------------------------------------------ quickstart
 @main.command("quickstart")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,

@@ -45,3 +45,10 @@ def ensure_ray(num_cpus: int | None = None, address: str | None = None, include_
         ctx.enable_progress_bars = bool(int(os.environ.get("MLOPS_RAY_PROGRESS", "1")))
         ctx.print_on_execution_start = False
     return True
+
+
+def alive_node_cpus() -> list[float]:
+    """Total CPUs of each alive node with CPUs (for the execution policy)."""
+    import ray
+
+    return [float(n["Resources"].get("CPU", 0)) for n in ray.nodes() if n.get("Alive") and n["Resources"].get("CPU")]

@@ -1,7 +1,8 @@
 """The quickstart job: the whole pipeline on generated sample data, local Ray, local MLflow.
 
-Stages so far: generate sample data (if missing) -> prepare a snapshot. Later stages
-(train, register, serve, monitor) extend :func:`run_quickstart` in order.
+Stages so far: generate sample data (if missing) -> prepare a snapshot -> tune (or
+train) with MLflow tracking -> register as challenger -> gate -> champion. Later
+stages (serve, monitor) extend :func:`run_quickstart` in order.
 """
 
 from __future__ import annotations
@@ -25,12 +26,12 @@ def ensure_sample_data(cfg, echo: Callable[[str], None] = print) -> str:
 
     src = Path(cfg.source())
     if src.is_dir() and any(src.glob("*.parquet")):
-        echo(f"[1/2] sample data: using existing {src}")
+        echo(f"[1/4] sample data: using existing {src}")
         return str(src)
     g = cfg.data.generate
     if g is None:
         raise FileNotFoundError(f"source {src} is missing and the config has no data.generate section")
-    echo(f"[1/2] sample data: generating {g.rows} rows in {g.shards} shards -> {src}")
+    echo(f"[1/4] sample data: generating {g.rows} rows in {g.shards} shards -> {src}")
     generate_dataset(src, g.rows, shards=g.shards, seed=g.seed, drift=g.drift)
     return str(src)
 
@@ -44,7 +45,7 @@ def run_quickstart(config_path: str | None = None, echo: Callable[[str], None] =
     ws = get_workspace()
     echo(f"workspace: {ws.root}  (set MLOPS_RAY_HOME to move it)")
     ensure_sample_data(cfg, echo)
-    echo("[2/2] prepare: validate, hash-split, fingerprint, fit preprocessing on train, snapshot")
+    echo("[2/4] prepare: validate, hash-split, fingerprint, fit preprocessing on train, snapshot")
     res = prepare_snapshot(cfg, engine=engine, progress=True)
     m = res.snapshot.manifest
     echo(f"snapshot {m['name']}/{m['snapshot_id']} ({'reused' if res.reused else 'created'} in {res.seconds:.1f}s)")
@@ -52,5 +53,27 @@ def run_quickstart(config_path: str | None = None, echo: Callable[[str], None] =
     for k, v in m["rows_per_split"].items():
         echo(f"  {k:>6}: {v:>8} rows ({v / max(m['rows'], 1):.1%})")
     echo(f"  path: {res.snapshot.path}")
-    echo("next: mlops-ray data list | mlops-ray data show " + m["snapshot_id"])
+    from mlops_ray.registry.promotion import promote
+
+    if cfg.tune.enabled:
+        from mlops_ray.train.tune import tune_model
+
+        echo(f"[3/4] tune: {cfg.tune.num_samples} trials ({cfg.tune.search_alg}, {cfg.tune.scheduler}) on Ray Tune")
+        cand = tune_model(cfg, snapshot_ref=res.snapshot.id)
+        echo(f"  best of {cand.extra['trials']} trials: {cand.extra['best_config']}")
+    else:
+        from mlops_ray.train.run import train_model
+
+        echo("[3/4] train: Ray Train v2 XGBoost")
+        cand = train_model(cfg, snapshot_ref=res.snapshot.id)
+    for k in sorted(cand.metrics):
+        if k.startswith("test_"):
+            echo(f"  {k:<14} {cand.metrics[k]:.4f}")
+    echo(f"  MLflow run {cand.run_id}; registered {cfg.registry.model_name} v{cand.version} as challenger")
+    echo("[4/4] gate: challenger vs champion on the same test rows")
+    decision = promote(cfg)
+    echo(f"  {decision.decision.action}: " + "; ".join(decision.decision.reasons))
+    uri = cfg.mlflow.resolved_tracking_uri()
+    echo(f"see it: mlflow ui --backend-store-uri {uri} --port 5000   (then open http://127.0.0.1:5000)")
+    echo("next: mlops-ray models --config examples/quickstart.yaml --history")
     return res

@@ -1,0 +1,47 @@
+"""Execution policy: how a training run uses the cluster (pure; no Ray import).
+
+Measured on 2 cores (README, benchmarks/train.py): Ray Train v2 *local mode*
+(``num_workers=0``: the training function runs in the driver) costs ~1.1x plain
+XGBoost, while worker mode pays ~8-12 s of fixed start-up per fit. So:
+
+* single-node cluster -> local mode with all the node's CPUs as XGBoost threads;
+* multi-node cluster  -> one worker per node, each with all of that node's CPUs
+  (data-parallel XGBoost; the start-up cost is small next to the work);
+* ``model.execution`` / ``num_workers`` / ``cpus_per_worker`` in config override.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ExecutionPlan:
+    mode: str  # "local" or "distributed"
+    num_workers: int  # 0 in local mode
+    cpus_per_worker: float
+    nthread: int
+    reason: str
+
+
+def choose_execution(node_cpus: list[float], execution: str = "auto", num_workers: int | None = None,
+                     cpus_per_worker: float | None = None) -> ExecutionPlan:
+    """Decide local vs distributed training from the alive nodes' CPU counts.
+
+    Args:
+        node_cpus: total CPUs of each alive node (worker-capable), e.g. ``[2.0]``.
+        execution: ``auto`` | ``local`` | ``distributed`` (config ``model.execution``).
+    """
+    if not node_cpus:
+        raise ValueError("no alive Ray nodes with CPUs")
+    if execution not in ("auto", "local", "distributed"):
+        raise ValueError(f"unknown execution {execution!r}")
+    if execution == "local" or (execution == "auto" and len(node_cpus) == 1 and num_workers is None):
+        threads = max(1, int(max(node_cpus)))
+        why = "single-node cluster: local mode avoids worker start-up" if execution == "auto" else "configured"
+        return ExecutionPlan("local", 0, float(threads), threads, why)
+    n = num_workers or len(node_cpus)
+    cpw = cpus_per_worker or max(1.0, float(int(min(node_cpus) if n <= len(node_cpus) else sum(node_cpus) / n)))
+    why = ("multi-node cluster: one worker per node with all its CPUs" if execution == "auto" and num_workers is None
+           else "configured")
+    return ExecutionPlan("distributed", n, cpw, max(1, int(cpw)), why)

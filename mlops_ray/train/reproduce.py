@@ -1,0 +1,80 @@
+"""`mlops-ray reproduce RUN_ID`: re-run training from what a run logged and compare metrics.
+
+Uses the run's logged config, its snapshot (by id), its hyperparameters and its
+execution plan (mode, workers, threads); refuses clearly when the snapshot is gone
+or the code differs, instead of silently training on something else.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from mlops_ray.errors import MlopsRayError, SnapshotNotFoundError
+
+
+class ReproduceError(MlopsRayError):
+    """The run cannot be reproduced as logged."""
+
+
+@dataclass
+class Comparison:
+    run_id: str
+    new_run_id: str
+    rows: list[tuple[str, float, float]]  # metric, original, reproduced
+    notes: list[str]
+
+    @property
+    def exact(self) -> bool:
+        return all(a == b for _, a, b in self.rows)
+
+
+def reproduce_run(run_id: str, *, mlflow_cfg=None, allow_code_change: bool = False) -> Comparison:
+    import mlflow
+
+    from mlops_ray.config import MlflowConfig, config_from_dict
+    from mlops_ray.data.snapshot import SnapshotStore
+    from mlops_ray.registry import tracking
+    from mlops_ray.train.execution import ExecutionPlan
+    from mlops_ray.train.run import train_model
+
+    import yaml
+
+    client = tracking.configure(mlflow_cfg or MlflowConfig())
+    try:
+        run = client.get_run(run_id)
+    except Exception:
+        raise ReproduceError(f"run {run_id!r} not found at {mlflow.get_tracking_uri()}") from None
+    tags, params = run.data.tags, run.data.params
+    if "snapshot_id" not in tags:
+        raise ReproduceError(f"run {run_id} was not logged by mlops-ray train/tune (no snapshot_id tag)")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="config.yaml", dst_path=tmp)
+        cfg = config_from_dict(yaml.safe_load(Path(path).read_text()), origin=f"run {run_id} config.yaml")
+    try:
+        snap = SnapshotStore().find(tags["snapshot_id"])
+    except SnapshotNotFoundError:
+        raise ReproduceError(f"snapshot {tags['snapshot_id']} used by run {run_id} is gone from the workspace; "
+                             "re-prepare the exact same source data and split spec to restore it") from None
+    notes = []
+    now = tracking.code_version()
+    if now["code_digest"] != tags.get("code_digest"):
+        msg = (f"code differs: run used commit {tags.get('git_commit')} (dirty={tags.get('git_dirty')}, code digest "
+               f"{tags.get('code_digest')}), now commit {now['git_commit']} (dirty={now['git_dirty']}, digest "
+               f"{now['code_digest']})")
+        if not allow_code_change:
+            raise ReproduceError(msg + "; check out that commit, or pass --allow-code-change to compare anyway")
+        notes.append(msg)
+    overrides = json.loads(tags.get("param_overrides") or "{}")
+    mode = params.get("execution.mode", "local")
+    nworkers = int(params.get("execution.num_workers", 0))
+    nthread = int(params.get("execution.nthread", 1))
+    plan = ExecutionPlan(mode, nworkers, float(nthread), nthread, f"reproducing run {run_id}")
+    cfg.mlflow = mlflow_cfg or cfg.mlflow
+    res = train_model(cfg, snapshot_ref=snap.id, param_overrides=overrides, register=False, plan=plan,
+                      run_name=f"reproduce-{run_id[:8]}", tags={"reproduces": run_id})
+    rows = [(k, float(v), float(res.metrics[k])) for k, v in sorted(run.data.metrics.items())
+            if (k.startswith("valid_") or k.startswith("test_")) and k in res.metrics]
+    return Comparison(run_id, res.run_id, rows, notes)
