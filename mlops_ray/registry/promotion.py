@@ -73,14 +73,16 @@ def promote(cfg, version: str | None = None, *, force: bool = False) -> Promotio
         except Exception:
             raise RegistryError(f"model {name!r} has no version {version}") from None
     champ = tracking.alias_version(client, name, CHAMPION)
-    if champ is not None and champ.version == mv.version:
-        return PromotionResult(GateDecision("KEEP", [f"version {mv.version} is already champion"]), mv.version,
-                               champ.version)
+    if champ is not None and str(champ.version) == str(mv.version):
+        return PromotionResult(GateDecision("KEEP", [f"version {mv.version} is already champion"]), str(mv.version),
+                               str(champ.version))
     gate = cfg.registry.gate
     rule = GateRule(gate.metric, gate.direction, gate.min_improvement_abs, gate.min_improvement_rel)
     snap = SnapshotStore().find(mv.tags.get("snapshot_id", "?"))
     task = snap.manifest["spec"]["task"]
     test = load_split(snap, "test", snap.preprocessor(), keep_frame=True)
+    spec = snap.manifest["spec"]
+    test.frame = test.frame[spec["numeric_features"] + spec["categorical_features"]]
     if len(test) == 0:
         raise RegistryError(f"snapshot {snap.id} has an empty test split; cannot compare models")
     scores: dict[str, float | None] = {"challenger": score_version(name, mv.version, test.frame, test.y, task, gate.metric),
@@ -101,7 +103,7 @@ def promote(cfg, version: str | None = None, *, force: bool = False) -> Promotio
     if decision.promote:
         event = tracking.move_alias(client, name, CHAMPION, mv.version, action="promote",
                                     reason="; ".join(decision.reasons))
-    return PromotionResult(decision, mv.version, champ.version if champ else None, scores, event)
+    return PromotionResult(decision, str(mv.version), str(champ.version) if champ else None, scores, event)
 
 
 def champion_stack(events: list[dict]) -> list[str]:
@@ -135,9 +137,10 @@ def list_models(cfg) -> list[dict[str, Any]]:
     client = tracking.configure(cfg.mlflow)
     name = cfg.registry.model_name
     out = []
+    aliases = tracking.aliases_by_version(client, name)
     for mv in reversed(tracking.list_versions(client, name)):
         out.append({
-            "version": mv.version, "aliases": list(getattr(mv, "aliases", []) or []), "run_id": mv.run_id,
+            "version": str(mv.version), "aliases": aliases.get(str(mv.version), []), "run_id": mv.run_id,
             "snapshot_id": mv.tags.get("snapshot_id"), "data_fingerprint": mv.tags.get("data_fingerprint", "")[:12],
             "metrics": {k: v for k, v in mv.tags.items() if k.startswith("test_")},
             "gate": mv.tags.get("gate.decision"), "created": mv.creation_timestamp,

@@ -37,6 +37,7 @@ def configure(mlflow_cfg):
     from mlflow.tracking import MlflowClient
 
     uri = mlflow_cfg.resolved_tracking_uri()
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     if uri.startswith("sqlite:///"):
         Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
     elif uri.startswith(("http://", "https://")):
@@ -247,12 +248,25 @@ def move_alias(client, name: str, alias: str, version: str | int, *, action: str
 
     prev = alias_version(client, name, alias)
     seq = len(alias_history(client, name)) + 1
-    event = {"seq": seq, "alias": alias, "from_version": prev.version if prev else None, "to_version": str(version),
+    event = {"seq": seq, "alias": alias, "from_version": str(prev.version) if prev else None, "to_version": str(version),
              "action": action, "reason": reason[:1500], "who": os.environ.get("MLOPS_RAY_USER") or getpass.getuser(),
              "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     client.set_registered_model_alias(name, alias, str(version))
     client.set_registered_model_tag(name, f"{ALIAS_EVENT_PREFIX}{seq:06d}", json.dumps(event))
     return event
+
+
+def aliases_by_version(client, name: str) -> dict[str, list[str]]:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        rm = client.get_registered_model(name)
+    except MlflowException:
+        return {}
+    out: dict[str, list[str]] = {}
+    for alias, version in (rm.aliases or {}).items():
+        out.setdefault(str(version), []).append(alias)
+    return out
 
 
 def list_versions(client, name: str) -> list:

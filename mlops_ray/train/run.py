@@ -151,7 +151,7 @@ def register_challenger(cfg, client, snapshot: Snapshot, run_id: str, model_uri:
     tracking.move_alias(client, cfg.registry.model_name, CHALLENGER, mv.version, action="register",
                         reason=f"new candidate from run {run_id}")
     snapshot.record_usage(run_id=run_id, model=cfg.registry.model_name, model_version=mv.version)
-    return mv.version
+    return str(mv.version)
 
 
 def plan_for(cfg, execution: str | None = None) -> ExecutionPlan:
