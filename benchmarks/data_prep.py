@@ -386,7 +386,16 @@ def ray_job(data_dir: Path, job_dir: Path, cfg, ph: Phases) -> dict:
     }
 
 
-def worker_main(args) -> int:
+def worker_main(args, job_fn=None, uses_ray: bool | None = None) -> int:
+    """Run one path in this (fresh) process and write its result JSON to ``args.result``.
+
+    ``job_fn(data_dir, job_dir, cfg, phases) -> dict`` defaults to :func:`ray_job` / :func:`pandas_job`
+    by ``args.worker``; ``uses_ray``: start Ray (``ensure_ray(num_cpus=2)`` + warm-up) before the job.
+    """
+    if job_fn is None:
+        job_fn = ray_job if args.worker == "ray" else pandas_job
+    if uses_ray is None:
+        uses_ray = args.worker == "ray"
     sampling = args.sample_interval > 0  # 0: timing-only control run, no sampler at all
     sampler = MemorySampler(args.sample_interval, args.sampler_nice, args.exact_pss)
     if sampling:
@@ -408,7 +417,7 @@ def worker_main(args) -> int:
     cfg = build_config(data_dir)
     ray = None
     try:
-        if args.worker == "ray":
+        if uses_ray:
             import ray
             import ray.data  # noqa: F401
 
@@ -434,14 +443,14 @@ def worker_main(args) -> int:
         baseline = sampler.idle_baseline(1.0) if sampling else 0
         t_job0 = sampler.now()
         t = time.perf_counter()
-        job = (ray_job if args.worker == "ray" else pandas_job)(data_dir, job_dir, cfg, ph)
+        job = job_fn(data_dir, job_dir, cfg, ph)
         wall = time.perf_counter() - t
         t_job1 = sampler.now()
         time.sleep(2 * max(args.sample_interval, 0))
         result.update(job)
         result["wall_s"] = wall
         result["phases_s"] = ph.durations
-        if args.worker == "ray":
+        if uses_ray:
             result["wall_with_init_s"] = wall + result["ray_init_s"]
         if sampling:
             result["memory"] = sampler.summary(t_job0, t_job1, baseline)
@@ -533,21 +542,19 @@ def ray_leftovers() -> list[str]:
     return out
 
 
-def run_worker(path: str, rows: int, data_dir: Path, workdir: Path, args) -> dict:
+def run_worker(path: str, rows: int, data_dir: Path, workdir: Path, args, script: str | None = None) -> dict:
+    """Run ``script --worker path`` (default: this file) in a fresh subprocess and return its result."""
     job_dir = workdir / "jobs" / f"{path}-{rows}"
     if job_dir.exists():
         shutil.rmtree(job_dir)
     job_dir.mkdir(parents=True)
     result_file = workdir / "jobs" / f"{path}-{rows}.result.json"
+    result_file.unlink(missing_ok=True)  # never read a stale result
     log_file = workdir / "logs" / f"{path}-{rows}.log"
     log_file.parent.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", path, "--data-dir", str(data_dir),
+    cmd = [sys.executable, str(Path(script or __file__).resolve()), "--worker", path, "--data-dir", str(data_dir),
            "--job-dir", str(job_dir), "--result", str(result_file), "--sample-interval", str(args.sample_interval),
-           "--sampler-nice", str(args.sampler_nice)]
-    if args.exact_pss:
-        cmd.append("--exact-pss")
-    if args.sample_interval <= 0:
-        cmd[cmd.index("--sample-interval") + 1] = "0"
+           "--sampler-nice", str(args.sampler_nice)] + (["--exact-pss"] if args.exact_pss else [])
     env = dict(os.environ)
     env.pop("RAY_ADDRESS", None)  # always a fresh local cluster, descendant of the worker
     env.setdefault("PYTHONPATH", str(REPO))
@@ -570,8 +577,9 @@ def run_worker(path: str, rows: int, data_dir: Path, workdir: Path, args) -> dic
         tail = log_file.read_text().splitlines()[-40:]
         print(f"  [{rows:,} rows] {path}: FAILED rc={rc}: {res.get('error')}\n    " + "\n    ".join(tail), flush=True)
     else:
+        mem = res.get("memory") or {}
         print(f"  [{rows:,} rows] {path}: wall {res['wall_s']:.2f} s, peak above idle "
-              f"{res['memory']['peak_above_idle_mb']:.0f} MB", flush=True)
+              f"{fmt(mem.get('peak_above_idle_mb'), '.0f')} MB", flush=True)
     if args.keep_logs:
         res["log_file"] = str(log_file)
     else:

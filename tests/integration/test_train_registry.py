@@ -1,0 +1,228 @@
+"""Training, tuning, tracking and the registry on a real local Ray and a fresh SQLite MLflow per test."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+
+import mlflow
+import numpy as np
+import pandas as pd
+import psutil
+import pytest
+
+from mlops_ray.config import config_from_dict
+from mlops_ray.data.prepare import prepare_snapshot
+from mlops_ray.errors import ConfigError, MlopsRayError, SnapshotNotFoundError
+from mlops_ray.registry import promotion, tracking
+from mlops_ray.train.features import load_split
+from mlops_ray.train.run import train_model
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+WEAK = {"num_boost_round": 2, "params": {"max_depth": 1, "eta": 0.05}}
+
+
+@pytest.fixture
+def make_cfg(small_config):
+    """Full pipeline config over small generated data; sections overridable."""
+
+    def make(rows=4000, data=None, **sections):
+        base = small_config(rows=rows, **(data or {}))
+        raw = {"data": base.data.model_dump(mode="json"), "registry": {"model_name": "it-model"},
+               "model": {"num_boost_round": 60, "early_stopping_rounds": 10, "params": {"max_depth": 4}}}
+        for k, v in sections.items():
+            raw[k] = {**raw.get(k, {}), **v}
+        return config_from_dict(raw)
+
+    return make
+
+
+def _snap(cfg):
+    return prepare_snapshot(cfg, engine="local").snapshot
+
+
+def test_training_run_logs_everything(ray_session, make_cfg, workspace):
+    cfg = make_cfg()
+    snap = _snap(cfg)
+    res = train_model(cfg, snapshot_ref=snap.id)
+    assert res.plan.mode == "local" and res.version == "1"
+    client = mlflow.MlflowClient()
+    run = client.get_run(res.run_id)
+    tags, params, metrics = run.data.tags, run.data.params, run.data.metrics
+    assert tags["snapshot_id"] == snap.id and tags["data_fingerprint"] == snap.manifest["fingerprint"]
+    assert tags["git_commit"] != "" and tags["git_dirty"] in ("true", "false", "unknown")
+    assert "version.ray" in tags and "version.xgboost" in tags
+    assert params["data.salt"] == "v1" and "model.xgboost.max_depth" in params
+    for split in ("valid", "test"):
+        for m in ("auc", "logloss", "accuracy", "f1"):
+            assert f"{split}_{m}" in metrics
+    assert 0.6 < metrics["test_auc"] <= 1.0
+    history = client.get_metric_history(res.run_id, "iter_valid_auc")
+    assert len(history) >= 10 and [h.step for h in history] == list(range(len(history)))
+    assert any(k.startswith("perm_importance.") for k in metrics)
+    inputs = run.inputs.dataset_inputs
+    assert inputs and inputs[0].dataset.digest == snap.id
+    arts = {a.path for a in client.list_artifacts(res.run_id)} | {
+        a.path for d in ("data", "evaluation") for a in client.list_artifacts(res.run_id, d)}
+    for a in ("config.yaml", "data/manifest.json", "data/reference_stats.json", "evaluation/slices.json",
+              "evaluation/permutation_importance.json"):
+        assert a in arts, arts
+    slices = mlflow.artifacts.load_dict(f"runs:/{res.run_id}/evaluation/slices.json")
+    assert set(slices) == set(cfg.data.categorical_features)
+    assert snap.usage()[0]["run_id"] == res.run_id
+
+
+def test_pyfunc_scores_raw_rows_in_another_process(ray_session, make_cfg, workspace, tmp_path):
+    cfg = make_cfg()
+    snap = _snap(cfg)
+    res = train_model(cfg, snapshot_ref=snap.id)
+    promotion.promote(cfg)
+    test = load_split(snap, "test", snap.preprocessor(), keep_frame=True)
+    raw = test.frame.drop(columns=["label"]).head(50)
+    raw.loc[raw.index[0], "region"] = "never-seen-region"
+    raw.loc[raw.index[1], "income"] = np.nan
+    raw.to_parquet(tmp_path / "raw.parquet")
+    code = (
+        "import mlflow, pandas as pd, sys; mlflow.set_tracking_uri(sys.argv[1]); "
+        "m = mlflow.pyfunc.load_model('models:/it-model@champion'); "
+        "print(m.predict(pd.read_parquet(sys.argv[2]))['probability'].round(8).tolist())"
+    )
+    out = subprocess.run([sys.executable, "-c", code, workspace.mlflow_tracking_uri, str(tmp_path / "raw.parquet")],
+                         capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    probs = json.loads(out.stdout.strip().splitlines()[-1])
+    booster_model = mlflow.pyfunc.load_model(res.model_uri)
+    expected = booster_model.predict(raw)["probability"].round(8).tolist()
+    assert probs == expected and len(probs) == 50
+
+
+def test_gate_promotes_better_refuses_worse_and_rollback(ray_session, make_cfg, workspace):
+    weak = make_cfg(model=WEAK)
+    strong = make_cfg()
+    snap = _snap(strong)
+    v1 = train_model(weak, snapshot_ref=snap.id)
+    assert promotion.promote(weak).decision.promote  # no champion yet
+    v2 = train_model(strong, snapshot_ref=snap.id)
+    r2 = promotion.promote(strong)
+    assert r2.decision.promote and r2.scores["challenger"] > r2.scores["champion"]
+    v3 = train_model(weak, snapshot_ref=snap.id)
+    r3 = promotion.promote(weak)
+    assert not r3.decision.promote and "<" in r3.decision.reasons[0]
+    client = mlflow.MlflowClient()
+    assert str(client.get_model_version_by_alias("it-model", "champion").version) == v2.version
+    assert str(client.get_model_version_by_alias("it-model", "challenger").version) == v3.version
+    event = promotion.rollback(strong)
+    assert (event["from_version"], event["to_version"]) == (v2.version, v1.version)
+    assert str(client.get_model_version_by_alias("it-model", "champion").version) == v1.version
+    with pytest.raises(MlopsRayError, match="no previous champion"):
+        promotion.rollback(strong)
+    listing = promotion.list_models(strong)
+    assert [r["version"] for r in listing] == ["3", "2", "1"]
+    assert "champion" in listing[2]["aliases"] and listing[0]["snapshot_id"] == snap.id
+    history = tracking.alias_history(client, "it-model")
+    assert [e["action"] for e in history if e["alias"] == "champion"] == ["promote", "promote", "rollback"]
+
+
+def test_gate_refuses_leaky_comparison(ray_session, make_cfg, workspace):
+    a = make_cfg()
+    train_model(a, snapshot_ref=_snap(a).id)
+    promotion.promote(a)
+    b = make_cfg(data={"split": {"salt": "other"}})
+    train_model(b, snapshot_ref=_snap(b).id)
+    with pytest.raises(MlopsRayError, match="salts differ"):
+        promotion.promote(b)
+
+
+def test_reproduce_matches_exactly(ray_session, make_cfg, workspace):
+    from mlops_ray.train.reproduce import reproduce_run
+
+    cfg = make_cfg()
+    res = train_model(cfg, snapshot_ref=_snap(cfg).id)
+    comp = reproduce_run(res.run_id, mlflow_cfg=cfg.mlflow)
+    assert comp.exact and len(comp.rows) == 8
+
+
+def test_reproduce_refuses_missing_snapshot(ray_session, make_cfg, workspace):
+    import shutil
+
+    from mlops_ray.train.reproduce import ReproduceError, reproduce_run
+
+    cfg = make_cfg()
+    snap = _snap(cfg)
+    res = train_model(cfg, snapshot_ref=snap.id)
+    shutil.rmtree(snap.path)
+    with pytest.raises(ReproduceError, match="is gone"):
+        reproduce_run(res.run_id, mlflow_cfg=cfg.mlflow)
+
+
+def test_tune_runs_trials_as_child_runs(ray_session, make_cfg, workspace):
+    from mlops_ray.train.tune import tune_model
+
+    cfg = make_cfg(tune={"enabled": True, "num_samples": 4, "max_concurrent_trials": 2,
+                         "search_space": {"max_depth": {"randint": [2, 6]}, "eta": {"loguniform": [0.05, 0.3]}}})
+    res = tune_model(cfg, snapshot_ref=_snap(cfg).id)
+    assert res.extra["trials"] == 4 and res.version == "1"
+    client = mlflow.MlflowClient()
+    exp = client.get_experiment_by_name(cfg.mlflow.experiment)
+    children = client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{res.run_id}'")
+    assert len(children) == 4
+    assert sum(c.data.tags["best"] == "True" for c in children) == 1
+    assert all(c.data.params for c in children)
+
+
+def test_sklearn_estimator_trains_and_registers(ray_session, make_cfg, workspace):
+    cfg = make_cfg(model={"type": "sklearn", "estimator": "sklearn.ensemble.HistGradientBoostingClassifier",
+                          "params": {"max_iter": 50}})
+    res = train_model(cfg, snapshot_ref=_snap(cfg).id)
+    assert res.metrics["test_auc"] > 0.6 and res.version == "1"
+    m = mlflow.pyfunc.load_model(res.model_uri)
+    assert set(m.predict(pd.DataFrame([{f: None for f in cfg.data.numeric_features + cfg.data.categorical_features}]))
+               .columns) == {"prediction", "probability"}
+
+
+def test_bad_inputs_are_clear(ray_session, make_cfg, workspace):
+    cfg = make_cfg(model={"type": "sklearn", "estimator": "sklearn.ensemble.Nope"})
+    with pytest.raises(ConfigError, match="has no class 'Nope'"):
+        train_model(cfg, snapshot_ref=_snap(cfg).id)
+    with pytest.raises(SnapshotNotFoundError):
+        train_model(make_cfg(), snapshot_ref="deadbeefdead")
+    with pytest.raises(MlopsRayError, match="unreachable"):
+        train_model(make_cfg(mlflow={"tracking_uri": "http://127.0.0.1:9"}))
+
+
+def test_distributed_training_recovers_from_killed_worker(ray_session, make_cfg, workspace):
+    """Two workers; one is killed after the first checkpoint; training resumes from it and finishes."""
+    from mlops_ray.train.execution import choose_execution
+    from mlops_ray.train.xgboost_trainer import fit_xgboost
+
+    cfg = make_cfg(rows=60000, model={"num_boost_round": 400, "early_stopping_rounds": None,
+                                      "params": {"max_depth": 8, "eta": 0.05}})
+    snap = _snap(cfg)
+    plan = choose_execution([2.0], "distributed", num_workers=2, cpus_per_worker=1)
+    run_dir = workspace.ensure("ray", "train", "ft-test")
+    killed = []
+
+    def killer():
+        deadline = time.time() + 120
+        while time.time() < deadline and not killed:
+            # the 2nd checkpoint being written means the 1st is registered with the controller
+            if len(list(run_dir.glob("checkpoint_*"))) >= 2:
+                for p in psutil.process_iter(["cmdline"]):
+                    if any("RayTrainWorker" in c for c in (p.info["cmdline"] or [])):
+                        p.kill()
+                        killed.append(p.pid)
+                        break
+            time.sleep(0.05)
+
+    t = threading.Thread(target=killer, daemon=True)
+    t.start()
+    out = fit_xgboost(cfg, snap, plan, workspace.ensure("runs", "ft"), run_name="ft-test", checkpoint_every=20,
+                      max_failures=2)
+    t.join(timeout=1)
+    assert killed, "no worker was killed (training finished before the first checkpoint?)"
+    assert out.meta["rounds"] == 400
+    assert out.meta["resumed_from_round"] >= 20
+    assert out.meta["world_size"] == 2
