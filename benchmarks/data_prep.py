@@ -11,7 +11,7 @@ Two implementations, each in its own fresh subprocess (so their memory never mix
 
   ray     ``prepare_snapshot(cfg, engine="ray", workspace=Workspace(fresh dir))`` (validation,
           split, fingerprint, fit; writes the raw splits) then, per split,
-          ``transform_dataset(snapshot, split, preprocessor).write_parquet(...)``.
+          ``write_transformed(snapshot, preprocessor, dir)`` (all splits, one Ray Data pass).
           Ray is started with ``ensure_ray(num_cpus=2)``; its start-up time is reported
           separately, the job wall excludes ``ray.init`` but includes Ray Data's first execution.
   pandas  a single-process pandas implementation written below, the way a user would write it.
@@ -20,7 +20,20 @@ Memory: a background thread samples every 0.1 s the sum of PSS (``memory_full_in
 RSS if unavailable) over the worker process and all its descendants (raylet, GCS, Ray workers
 are descendants of the driver when the benchmark starts Ray locally). Reported: the absolute
 peak and the peak above the idle baseline measured right before the job starts (Ray: after
-``ray.init`` and a warm-up; pandas: after imports).
+``ray.init`` and a warm-up; pandas: after imports). Reading PSS makes the kernel walk a process's
+page tables under its mmap lock, which stalls processes that are allocating (reading all ~25 Ray
+processes every 0.1 s made the Ray path 1.6-3x slower), so each process's PSS is re-read at most
+every 0.5 s and extrapolated in between by its RSS change (``--exact-pss`` turns that off); the
+sampler's own cost is reported (``sampler_busy_fraction_of_job``).
+
+Shared machine: before each run the parent waits for idle CPUs and no other Ray cluster; each
+job reports the CPU used by processes outside its own tree (``interference``) and the run is
+flagged when that exceeds 5% of the CPUs.
+
+An earlier version of mlops-ray read sources with Ray Data's Parquet datasource; on this stack
+it packed 16 shards into 1-3 read tasks, started footer-reader actors and a listing task per
+execution, and ran this job in 22.9 s / 3.5 GB above idle at 5M rows (pandas: 18.7 s / 2.5 GB).
+The current path (work units + map_batches, see mlops_ray/data/ray_io.py) is what this measures.
 
 Usage::
 
@@ -38,6 +51,7 @@ import contextlib
 import json
 import os
 import platform
+import resource
 import shlex
 import shutil
 import statistics
@@ -69,6 +83,7 @@ class MemorySampler:
         self.refresh_s = 0.0 if exact_pss else refresh_s
         self.rss_delta = rss_delta_mb * MB
         self._cache: dict = {}
+        self._cpu_last: dict[int, float] = {}  # pid -> last seen user+system CPU seconds
         self.pss_reads = 0
         self.proc = psutil.Process()
         self.kind = "pss"
@@ -120,16 +135,25 @@ class MemorySampler:
         by_name: dict[str, list] = {}
         for p in procs:
             try:
-                v = self._pss(p)
-                total += v
-                if detail:
-                    name = "benchmark driver" if p.pid == self.proc.pid else p.name()
-                    e = by_name.setdefault(name, [0, 0])
-                    e[0] += 1
-                    e[1] += v
+                with p.oneshot():  # one read of /proc/PID/stat for cpu_times and name
+                    ct = p.cpu_times()
+                    self._cpu_last[p.pid] = ct.user + ct.system
+                    v = self._pss(p)
+                    total += v
+                    if detail:
+                        name = "benchmark driver" if p.pid == self.proc.pid else p.name()
+                        e = by_name.setdefault(name, [0, 0])
+                        e[0] += 1
+                        e[1] += v
             except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
                 continue
         return (total, len(procs), by_name) if detail else (total, len(procs))
+
+    def tree_cpu_s(self) -> float:
+        """CPU seconds used so far by this process and every descendant seen (dead ones: last sample)."""
+        with self._lock:
+            self.measure()
+            return sum(self._cpu_last.values())
 
     def _run(self) -> None:
         if self.nice:
@@ -358,7 +382,7 @@ def pandas_job(data_dir: Path, job_dir: Path, cfg, ph: Phases) -> dict:
 # =============================================================================== ray worker
 def ray_job(data_dir: Path, job_dir: Path, cfg, ph: Phases) -> dict:
     from mlops_ray.data.prepare import prepare_snapshot
-    from mlops_ray.data.ray_io import transform_dataset
+    from mlops_ray.data.ray_io import write_transformed
     from mlops_ray.workspace import Workspace
 
     with ph("prepare"):  # validate + split + write splits + fingerprint + fit (+ manifest, publish)
@@ -367,10 +391,10 @@ def ray_job(data_dir: Path, job_dir: Path, cfg, ph: Phases) -> dict:
         raise RuntimeError("prepare_snapshot reused a snapshot; the benchmark needs a fresh workspace")
     snap = res.snapshot
     pre = snap.preprocessor()
-    for split in snap.split_names:
-        with ph(f"transform_write_{split}"):
-            if snap.manifest["rows_per_split"][split]:
-                transform_dataset(snap, split, pre).write_parquet(str(job_dir / "transformed" / split))
+    with ph("transform_write"):  # all splits in one Ray Data pass
+        written = write_transformed(snap, pre, str(job_dir / "transformed"))
+    if written != {k: int(v) for k, v in snap.manifest["rows_per_split"].items()}:
+        raise RuntimeError(f"transform wrote {written}, manifest says {snap.manifest['rows_per_split']}")
     m = snap.manifest
     return {
         "fingerprint": m["fingerprint"],
@@ -441,11 +465,20 @@ def worker_main(args, job_fn=None, uses_ray: bool | None = None) -> int:
             result["warmup_s"] = time.perf_counter() - t
         result["setup_s"] = time.perf_counter() - t_proc
         baseline = sampler.idle_baseline(1.0) if sampling else 0
+        sys0, tree0 = _busy_cpu_s(), sampler.tree_cpu_s()
         t_job0 = sampler.now()
         t = time.perf_counter()
         job = job_fn(data_dir, job_dir, cfg, ph)
         wall = time.perf_counter() - t
         t_job1 = sampler.now()
+        sys1, tree1 = _busy_cpu_s(), sampler.tree_cpu_s()
+        ncpu = psutil.cpu_count() or 1
+        foreign = max(0.0, (sys1 - sys0) - (tree1 - tree0))
+        # CPU used during the job by processes outside this worker's tree (other sessions, tests, ...);
+        # a descendant that lived < one sample interval is missed, so small values are noise
+        result["interference"] = {"job_cpu_s": tree1 - tree0, "system_busy_cpu_s": sys1 - sys0,
+                                  "foreign_cpu_s": foreign, "foreign_cpu_fraction": foreign / (wall * ncpu),
+                                  "job_cpu_utilisation": (tree1 - tree0) / (wall * ncpu)}
         time.sleep(2 * max(args.sample_interval, 0))
         result.update(job)
         result["wall_s"] = wall
@@ -542,6 +575,35 @@ def ray_leftovers() -> list[str]:
     return out
 
 
+def _busy_cpu_s() -> float:
+    t = psutil.cpu_times()
+    return sum(t) - t.idle - getattr(t, "iowait", 0.0)
+
+
+def _children_cpu_s() -> float:
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+def wait_for_quiet(max_wait_s: float, busy_threshold: float = 0.10) -> dict:
+    """Wait until no other Ray cluster of this user runs and the CPUs are idle (shared machine).
+
+    Returns what was seen; never kills anything.
+    """
+    t0 = time.perf_counter()
+    while True:
+        left = ray_leftovers()
+        busy = psutil.cpu_percent(interval=1.0) / 100.0
+        if not left and busy <= busy_threshold:
+            return {"waited_s": time.perf_counter() - t0, "cpu_busy_before": busy, "quiet": True}
+        if time.perf_counter() - t0 > max_wait_s:
+            print(f"WARNING: machine not quiet after {max_wait_s:.0f} s (cpu busy {busy:.0%}, other Ray: {left}); "
+                  "measuring anyway", flush=True)
+            return {"waited_s": time.perf_counter() - t0, "cpu_busy_before": busy, "quiet": False,
+                    "other_ray_processes": left}
+        time.sleep(2.0)
+
+
 def run_worker(path: str, rows: int, data_dir: Path, workdir: Path, args, script: str | None = None) -> dict:
     """Run ``script --worker path`` (default: this file) in a fresh subprocess and return its result."""
     job_dir = workdir / "jobs" / f"{path}-{rows}"
@@ -558,21 +620,28 @@ def run_worker(path: str, rows: int, data_dir: Path, workdir: Path, args, script
     env = dict(os.environ)
     env.pop("RAY_ADDRESS", None)  # always a fresh local cluster, descendant of the worker
     env.setdefault("PYTHONPATH", str(REPO))
-    for _ in range(20):  # never overlap two Ray clusters on 2 cores
-        left = ray_leftovers()
-        if not left:
-            break
-        time.sleep(0.5)
-    else:
-        print(f"WARNING: Ray processes still running before the {path} run: {left}", flush=True)
+    # never overlap two Ray clusters (ours or anyone's) on 2 cores; wait for an idle machine
+    quiet = wait_for_quiet(args.quiet_wait_s)
     print(f"  [{rows:,} rows] {path}: running (log {log_file}) ...", flush=True)
     t = time.perf_counter()
+    busy0, own0 = _busy_cpu_s(), _children_cpu_s()
     with open(log_file, "w") as log:
         rc = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=str(REPO))
     elapsed = time.perf_counter() - t
+    busy, own = _busy_cpu_s() - busy0, _children_cpu_s() - own0
+    ncpu = psutil.cpu_count() or 1
+    # CPU used by processes outside this benchmark while it ran (other sessions, tests, ...)
+    # coarse (whole subprocess; Ray workers reaped outside our tree are not in benchmark_cpu_s)
+    parent_view = {"elapsed_s": elapsed, "system_busy_cpu_s": busy, "reaped_children_cpu_s": own,
+                   "ncpu": ncpu, **quiet}
     res = json.loads(result_file.read_text()) if result_file.is_file() else {"ok": False, "error": "no result file"}
     res["returncode"] = rc
     res["process_elapsed_s"] = elapsed
+    res["machine_state"] = parent_view
+    itf = res.get("interference") or {}
+    if itf.get("foreign_cpu_fraction", 0.0) > 0.05:
+        print(f"  WARNING: processes outside the benchmark used {itf['foreign_cpu_fraction']:.0%} of the CPUs during "
+              f"this job ({itf['foreign_cpu_s']:.1f} CPU s): timings are disturbed", flush=True)
     if not res.get("ok"):
         tail = log_file.read_text().splitlines()[-40:]
         print(f"  [{rows:,} rows] {path}: FAILED rc={rc}: {res.get('error')}\n    " + "\n    ".join(tail), flush=True)
@@ -630,6 +699,8 @@ def main(argv=None) -> int:
     ap.add_argument("--keep-logs", action="store_true", help="reference worker logs instead of embedding tails")
     ap.add_argument("--paths", nargs="+", choices=["pandas", "ray"], default=["pandas", "ray"])
     ap.add_argument("--sample-interval", type=float, default=0.1)
+    ap.add_argument("--quiet-wait-s", type=float, default=900,
+                    help="before each run wait up to this long for idle CPUs and no other Ray cluster")
     ap.add_argument("--exact-pss", action="store_true",
                     help="re-read every process's PSS at every sample (slows the measured job, see MemorySampler)")
     ap.add_argument("--sampler-nice", type=int, default=0,
@@ -737,6 +808,11 @@ def main(argv=None) -> int:
     for e in results:
         if e.get("agree") is False:
             print(f"MISMATCH at {e['rows']:,} rows: " + "; ".join(e["mismatches"]))
+        for path in args.paths:
+            itf = e[path].get("interference") or {}
+            if itf.get("foreign_cpu_fraction", 0.0) > 0.05:
+                print(f"NOTE: {e['rows']:,} rows / {path}: other processes used {itf['foreign_cpu_fraction']:.0%} "
+                      "of the CPUs during the job; its timing is disturbed")
 
     out = Path(args.out)
     if not out.is_absolute():
@@ -756,7 +832,13 @@ def main(argv=None) -> int:
             "wall_with_init_s": "Ray: wall_s + ray.init time",
             "memory": "sum of PSS (psutil memory_full_info) over the worker process and all descendants, "
                       "sampled every sample_interval_s by a background thread; baseline = median of direct "
-                      "measurements over 1 s right before the job (Ray: after ray.init + 2 warm-up tasks + 2 s)",
+                      "measurements over 1 s right before the job (Ray: after ray.init + 2 warm-up tasks + 2 s). "
+                      "Unless --exact-pss, a process's PSS is re-read at most every 0.5 s (at least every 2 s) and "
+                      "extrapolated in between as last PSS + RSS change (page-table walks of smaps_rollup stall "
+                      "allocating processes: exact reads every 0.1 s made the Ray path ~1.6-3x slower)",
+            "interference": "per job: CPU seconds of the worker's process tree vs system busy CPU seconds; "
+                            "foreign_cpu_fraction > 0.05 means other processes disturbed the timing. Before each "
+                            "run the parent waits for idle CPUs and no other Ray cluster (--quiet-wait-s)",
             "isolation": "each path runs in its own fresh subprocess, one after the other (never two Ray "
                          "clusters at once)",
         },

@@ -12,7 +12,6 @@ Example::
 
 from __future__ import annotations
 
-import math
 import os
 import re
 from pathlib import Path
@@ -137,6 +136,7 @@ class ModelConfig(_Strict):
     execution: Literal["auto", "local", "distributed"] = "auto"
     num_workers: int | None = Field(None, ge=1)
     cpus_per_worker: float | None = Field(None, gt=0)
+    cv_folds: int | None = Field(None, ge=2, le=20)
 
     @model_validator(mode="after")
     def _check_estimator(self) -> "ModelConfig":

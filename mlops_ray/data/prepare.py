@@ -59,7 +59,7 @@ class BatchResult:
     split_rows: dict[str, int]
     fingerprint: fpm.FingerprintPartial
     report: ValidationReport
-    id_hashes: np.ndarray  # int64, the split hash of every valid id
+    id_hashes: np.ndarray | list  # int64 split hash of every valid id (a list of arrays after merges)
     train: TrainStats | None
 
     def merge(self, o: "BatchResult") -> "BatchResult":
@@ -68,9 +68,16 @@ class BatchResult:
             {k: self.split_rows.get(k, 0) + o.split_rows.get(k, 0) for k in {*self.split_rows, *o.split_rows}},
             self.fingerprint.merge(o.fingerprint),
             self.report.merge(o.report),
-            np.concatenate([self.id_hashes, o.id_hashes]),
+            _concat(self.id_hashes, o.id_hashes),
             o.train if self.train is None else (self.train if o.train is None else self.train.merge(o.train)),
         )
+
+
+def _concat(a, b):
+    """Id hashes accumulate as a list of arrays (concatenated once at the end, not per merge)."""
+    left = a if isinstance(a, list) else [a]
+    right = b if isinstance(b, list) else [b]
+    return left + right
 
 
 def process_batch(table: pa.Table, ctx: BatchContext) -> BatchResult:
@@ -145,7 +152,7 @@ def _library_versions() -> dict[str, str]:
 
 def _duplicate_problem(result: BatchResult, src: SourceFiles, spec: DataSpec, salt: str) -> list[str]:
     """Global duplicate-id check on 64-bit hashes; examples are confirmed by a rescan of the ids."""
-    h = np.sort(result.id_hashes)
+    h = np.sort(np.concatenate(result.id_hashes) if isinstance(result.id_hashes, list) else result.id_hashes)
     dup_hashes = np.unique(h[1:][h[1:] == h[:-1]])
     if not dup_hashes.size:
         return []

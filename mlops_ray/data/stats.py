@@ -15,6 +15,7 @@ only on the data, not on block layout or order.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from fractions import Fraction
 
 import numpy as np
 import pyarrow as pa
@@ -24,12 +25,40 @@ from mlops_ray.drift.histogram import MISSING, OTHER, categorical_bin_counts, nu
 MAX_REFERENCE_CATEGORIES = 100
 
 
+_FIXED = 1127  # 1074 + 53: every float64 mantissa*2**(e-53) is an integer multiple of 2**-1127
+
+
+def exact_sum(values: np.ndarray) -> int:
+    """Exact sum of finite float64 values as an integer in units of 2**-1127.
+
+    Float addition is not associative, so sums merged from batches in the order Ray tasks
+    happen to finish would differ in the last bits between runs and engines. Integer sums
+    merge exactly in any order and grouping.
+    """
+    v = np.asarray(values, dtype=np.float64)
+    if v.size == 0:
+        return 0
+    m, e = np.frexp(v)
+    mant = (m * 2.0**53).astype(np.int64)  # exact: v == mant * 2**(e - 53)
+    order = np.argsort(e, kind="stable")
+    e, mant = e[order], mant[order]
+    starts = np.flatnonzero(np.r_[True, e[1:] != e[:-1]])
+    hi, lo = mant >> 26, mant & ((1 << 26) - 1)  # partial sums fit int64 for < 2**36 values
+    hi_s, lo_s = np.add.reduceat(hi, starts), np.add.reduceat(lo, starts)
+    total = 0
+    for ex, h, lw in zip(e[starts].tolist(), hi_s.tolist(), lo_s.tolist()):
+        total += ((h << 26) + lw) << (ex - 53 + _FIXED)
+    return total
+
+
 @dataclass
 class NumericMoments:
+    """Exact, order-independent moments of one numeric feature (sums in units of 2**-1127)."""
+
     count: int = 0  # non-null
     nulls: int = 0
-    total: float = 0.0
-    total_sq: float = 0.0
+    total: int = 0
+    total_sq: int = 0  # exact sum of the (elementwise-rounded) squares
     min: float = float("inf")
     max: float = float("-inf")
 
@@ -39,14 +68,17 @@ class NumericMoments:
 
     @property
     def mean(self) -> float:
-        return self.total / self.count if self.count else float("nan")
+        return float(Fraction(self.total, self.count << _FIXED)) if self.count else float("nan")
 
     @property
     def std(self) -> float:
+        """Sample standard deviation (ddof=1), computed exactly then rounded once."""
         if self.count < 2:
             return 0.0
-        var = max(self.total_sq / self.count - self.mean**2, 0.0)
-        return float(np.sqrt(var * self.count / (self.count - 1)))
+        n = self.count
+        num = Fraction(n * self.total_sq, 1 << _FIXED) - Fraction(self.total * self.total, 1 << (2 * _FIXED))
+        var = num / (n * (n - 1))
+        return float(np.sqrt(float(var))) if var > 0 else 0.0
 
 
 @dataclass
@@ -110,7 +142,7 @@ def batch_stats(table: pa.Table, sample_keys: np.ndarray, numeric: tuple[str, ..
         mat[:, j] = v
         ok = v[~np.isnan(v)]
         st.numeric[name] = NumericMoments(
-            int(ok.size), int(v.size - ok.size), float(ok.sum()), float(np.dot(ok, ok)),
+            int(ok.size), int(v.size - ok.size), exact_sum(ok), exact_sum(ok * ok),
             float(ok.min()) if ok.size else float("inf"), float(ok.max()) if ok.size else float("-inf"))
     for name in categorical:
         vc = table.column(name).value_counts()

@@ -198,11 +198,20 @@ def train_model(cfg, *, snapshot_ref: str | None = None, param_overrides: dict |
         params = {"estimator": cfg.model.estimator, **cfg.model.params, **(param_overrides or {})}
         extra = {"train_seconds": meta["train_seconds"]}
     evaluation = evaluate(scorer, snapshot, seed=cfg.model.seed)
+    cv = None
+    if cfg.model.cv_folds:
+        from mlops_ray.train.cv import cross_validate
+
+        cv = cross_validate(cfg, snapshot, cfg.model.cv_folds, plan.nthread, param_overrides)
     with tracking.run(run_name) as r:
         model_uri = log_candidate(cfg, snapshot, scorer, flavor=flavor, model_path=model_path, params=params,
                                   history=history, plan=plan, evaluation=evaluation,
                                   tags={"param_overrides": json.dumps(param_overrides or {}), **(tags or {})})
         tracking.log_metrics({"train_seconds": extra["train_seconds"]})
+        if cv:
+            tracking.log_metrics(cv["summary"])
+            tracking.log_dict(cv, "evaluation/cv_folds.json")
+            extra["cv"] = cv["summary"]
         run_id = r.info.run_id
     version = register_challenger(cfg, client, snapshot, run_id, model_uri, evaluation["metrics"]) if register else None
     return CandidateResult(run_id, model_uri, version, evaluation["metrics"], snapshot.id, plan, extra)

@@ -91,4 +91,4 @@ def test_transform_dataset_feeds_features(ray_session, small_config):
     assert set(pre.feature_names) <= set(df.columns)
     raw = pd.concat(pd.read_parquet(f) for f in snap.split_files("valid")).set_index("customer_id")
     df = df.set_index("customer_id").loc[raw.index]
-    np.testing.assert_allclose(df[pre.feature_names].to_numpy(), pre.transform(raw.reset_index()), rtol=1e-6)
+    np.testing.assert_allclose(df[pre.feature_names].to_numpy(dtype=np.float32), pre.transform(raw.reset_index()), rtol=1e-6)

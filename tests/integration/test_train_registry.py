@@ -226,3 +226,31 @@ def test_distributed_training_recovers_from_killed_worker(ray_session, make_cfg,
     assert out.meta["rounds"] == 400
     assert out.meta["resumed_from_round"] >= 20
     assert out.meta["world_size"] == 2
+
+
+@pytest.mark.parametrize("task", ["regression", "multiclass"])
+def test_other_tasks_train_and_score(ray_session, workspace, tmp_path, task):
+    rng = np.random.default_rng(0)
+    n = 3000
+    df = pd.DataFrame({"id": [f"x{i}" for i in range(n)], "a": rng.normal(size=n), "b": rng.normal(size=n),
+                       "c": rng.choice(["p", "q", "r"], n)})
+    signal = 2 * df["a"] + df["b"] * (df["c"] == "p")
+    df["y"] = signal + rng.normal(scale=0.3, size=n) if task == "regression" else np.digitize(signal, [-1, 1])
+    (tmp_path / "src").mkdir()
+    df.to_parquet(tmp_path / "src" / "d.parquet")
+    cfg = config_from_dict({"data": {"name": task, "source": str(tmp_path / "src"), "id_column": "id",
+                                     "label_column": "y", "task": task},
+                            "model": {"num_boost_round": 50, "cv_folds": 3},
+                            "registry": {"model_name": f"it-{task}",
+                                         "gate": {"metric": "rmse" if task == "regression" else "accuracy",
+                                                  "direction": "minimize" if task == "regression" else "maximize"}}})
+    res = train_model(cfg, snapshot_ref=_snap(cfg).id)
+    if task == "regression":
+        assert res.metrics["test_r2"] > 0.8 and res.metrics["test_rmse"] < 1.0
+        assert res.extra["cv"]["cv_r2_mean"] > 0.8
+    else:
+        assert res.metrics["test_accuracy"] > 0.8 and "test_f1_macro" in res.metrics
+        assert set(mlflow.pyfunc.load_model(res.model_uri).predict(df.head(3)).columns) == {
+            "prediction", "probability_0", "probability_1", "probability_2"}
+        assert res.extra["cv"]["cv_accuracy_std"] >= 0
+    assert promotion.promote(cfg).decision.promote

@@ -137,3 +137,20 @@ def test_split_is_identical_across_processes_with_different_hashseed():
         env = dict(os.environ, PYTHONHASHSEED=hs)
         outs.add(subprocess.run([sys.executable, "-c", _CHILD], env=env, capture_output=True, text=True, check=True).stdout)
     assert len(outs) == 1
+
+
+def test_cv_folds_follow_the_hash_rule_with_fold_salt():
+    from mlops_ray.train.cv import assign_folds, summarize_folds
+
+    ids = pa.array([f"r{i}" for i in range(30000)])
+    folds = assign_folds(ids, "v1", 5)
+    b = hash_buckets(ids, "v1:fold")
+    np.testing.assert_array_equal(folds, b // 2000)
+    np.testing.assert_allclose(np.bincount(folds) / 30000, [0.2] * 5, atol=0.01)
+    # independent of the split assignment
+    split = assign_splits(ids, "v1", FR)
+    assert abs(np.corrcoef(folds, split)[0, 1]) < 0.05
+    s = summarize_folds([{"auc": 0.8}, {"auc": 0.9}])
+    assert s["cv_auc_mean"] == pytest.approx(0.85) and s["cv_auc_std"] == pytest.approx(0.05)
+    with pytest.raises(ValueError):
+        assign_folds(ids, "v1", 1)

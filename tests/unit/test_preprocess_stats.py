@@ -129,3 +129,24 @@ def test_ordinal_encoding_codes():
                            CategoricalPreprocessing(encoding="ordinal", max_categories=2))
     out = pre.transform(pd.DataFrame({"x": [1.0] * 4, "z": [1.0] * 4, "c": ["a", "b", "zzz", None]}))
     assert out[:3, -1].tolist() == [0.0, 1.0, 2.0] and np.isnan(out[3, -1])
+
+
+def test_exact_sum_is_exact_and_order_independent(seed):
+    from fractions import Fraction
+
+    from mlops_ray.data.stats import exact_sum
+
+    rng = np.random.default_rng(seed)
+    v = np.concatenate([rng.normal(size=1000) * 10.0 ** rng.integers(-8, 8, 1000), [1e300, -1e300, 5e-324, 0.0, -0.0]])
+    expected = sum(Fraction(x) for x in v.tolist())
+    assert Fraction(exact_sum(v), 1 << 1127) == expected
+    parts = np.array_split(rng.permutation(v), 7)
+    assert sum(exact_sum(p) for p in parts) == exact_sum(v)
+
+
+def test_moments_identical_for_any_batching(seed):
+    t = _train_table(seed)
+    a, b = _stats(t, 1), _stats(t, 9)
+    for name in ("x", "z"):
+        assert a.numeric[name] == b.numeric[name]
+        assert a.numeric[name].mean == b.numeric[name].mean and a.numeric[name].std == b.numeric[name].std
