@@ -137,6 +137,7 @@ class ModelConfig(_Strict):
     num_workers: int | None = Field(None, ge=1)
     cpus_per_worker: float | None = Field(None, gt=0)
     cv_folds: int | None = Field(None, ge=2, le=20)
+    log_train_metrics: bool = False  # per-round metrics on the train split too (costs a pass per round)
 
     @model_validator(mode="after")
     def _check_estimator(self) -> "ModelConfig":
