@@ -320,6 +320,37 @@ def reproduce_cmd(run_id, config_path, allow_code_change):
         sys.exit(1)
 
 
+@main.group("serve", invoke_without_command=True)
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="Pipeline YAML.")
+@click.pass_context
+@_friendly
+def serve_group(ctx, config_path):
+    """Run the model service in the foreground (Ray Serve) until Ctrl-C / SIGTERM."""
+    if ctx.invoked_subcommand is not None:
+        ctx.obj = config_path
+        return
+    if not config_path:
+        raise ConfigError("mlops-ray serve needs --config FILE")
+    from mlops_ray.serve.runner import serve_forever
+
+    serve_forever(_load(config_path), echo=click.echo)
+
+
+@serve_group.command("reload")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="Pipeline YAML.")
+@click.pass_obj
+@_friendly
+def serve_reload(parent_config, config_path):
+    """Make every replica of the running service check the registry now."""
+    from mlops_ray.serve.runner import reload_service
+
+    path = config_path or parent_config
+    if not path:
+        raise ConfigError("mlops-ray serve reload needs --config FILE")
+    reload_service(_load(path))
+    click.echo("reload requested: replicas switch once the new version is loaded")
+
+
 # ------------------------------------------------------------------------ quickstart
 @main.command("quickstart")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,

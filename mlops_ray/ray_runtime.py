@@ -12,6 +12,8 @@ import logging
 import os
 
 AUTH_ENV = "RAY_AUTH_MODE"
+AUTOSCALING_METRIC_ENV = ("RAY_SERVE_REPLICA_AUTOSCALING_METRIC_PUSH_INTERVAL_S",
+                          "RAY_SERVE_HANDLE_AUTOSCALING_METRIC_PUSH_INTERVAL_S")
 
 
 def ensure_ray(num_cpus: int | None = None, address: str | None = None, include_dashboard: bool | None = None,
@@ -28,6 +30,11 @@ def ensure_ray(num_cpus: int | None = None, address: str | None = None, include_
         return False
     os.environ.setdefault(AUTH_ENV, "disabled")
     address = address or os.environ.get("RAY_ADDRESS") or None
+    if address in (None, "local"):
+        # Serve autoscaling metrics every 1 s instead of 10 s, so scaling reacts within seconds
+        # (inherited by the raylet and every worker of the local cluster we start).
+        for var in AUTOSCALING_METRIC_ENV:
+            os.environ.setdefault(var, "1")
     init_kwargs = dict(address=address, ignore_reinit_error=True, **kwargs)
     if quiet:
         init_kwargs.setdefault("logging_level", logging.WARNING)

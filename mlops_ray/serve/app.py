@@ -1,0 +1,292 @@
+"""Ray Serve application: a FastAPI ingress serving ``models:/NAME@champion`` with batching.
+
+Routes: ``POST /predict``, ``POST /invocations`` (MLflow scoring-server formats),
+``GET /health``, ``GET /model``, ``POST /reload``; OpenAPI at ``/docs``.
+
+Each replica loads the version behind the alias, polls the registry every
+``poll_interval_s`` (or on ``reconfigure``/``/reload``) and swaps in a new version
+only after it is fully loaded, so no request fails during a promotion or rollback and
+every response names the version that produced it. Requests are validated before
+they reach the model (400 malformed JSON, 413 too large, 422 with every bad field),
+preprocessed per request, and scored in micro-batches (``@serve.batch``) with one
+``inplace_predict`` on the stacked matrix.
+"""
+
+
+import asyncio
+import json
+import logging
+import os
+import time
+import uuid
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from ray import serve
+
+from mlops_ray.serve.model_store import LoadedModel, load_version, resolve_version
+from mlops_ray.serve.schema import RequestError, mlflow_payload_to_records, records_to_table
+
+log = logging.getLogger("mlops_ray.serve")
+DEPLOYMENT = "ModelServer"
+
+api = FastAPI(
+    title="mlops-ray model service",
+    description="Predictions from the registered model behind an alias (default `champion`). "
+                "`POST /predict` takes `{\"records\": [{feature: value, ...}]}`; `POST /invocations` takes "
+                "MLflow scoring-server payloads. Missing values: send null.",
+    version="1",
+)
+
+
+def _error(status: int, detail: Any) -> JSONResponse:
+    return JSONResponse(status_code=status, content={"detail": detail})
+
+
+@serve.deployment(name=DEPLOYMENT, ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=64,
+                  logging_config={"enable_access_log": False}, health_check_period_s=5)
+@serve.ingress(api)
+class ModelServer:
+    def __init__(self, settings: dict[str, Any]):
+        import mlflow
+        from mlflow.tracking import MlflowClient
+
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        self.settings = dict(settings)
+        mlflow.set_tracking_uri(settings["tracking_uri"])
+        mlflow.set_registry_uri(settings["tracking_uri"])
+        self.client = MlflowClient(settings["tracking_uri"], settings["tracking_uri"])
+        self.current: LoadedModel | None = None
+        self._reload_lock = asyncio.Lock()
+        self._last_error: str | None = None
+        self._init_metrics()
+        self._apply_batching(settings)
+        try:
+            self.current = self._load_now()
+        except Exception as err:  # serve /health as 503 and keep trying instead of crash-looping
+            self._last_error = f"{type(err).__name__}: {err}"
+            log.warning("no model loaded yet: %s", self._last_error)
+        self._poller = asyncio.get_event_loop().create_task(self._poll())
+
+    # ----------------------------------------------------------------- lifecycle
+    def _init_metrics(self) -> None:
+        from ray.serve import metrics
+
+        self.m_requests = metrics.Counter("mlops_requests_total", "Requests by route, status and model version",
+                                          tag_keys=("route", "status", "model_version"))
+        self.m_latency = metrics.Histogram("mlops_request_latency_ms", "Request latency (ms)",
+                                           boundaries=[1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000],
+                                           tag_keys=("route", "model_version"))
+        self.m_batch = metrics.Histogram("mlops_batch_size", "Rows per scored micro-batch",
+                                         boundaries=[1, 2, 4, 8, 16, 32, 64, 128, 256, 1024],
+                                         tag_keys=("model_version",))
+        self.m_rows = metrics.Counter("mlops_rows_scored_total", "Rows scored", tag_keys=("model_version",))
+
+    def _apply_batching(self, s: dict) -> None:
+        self._score_batch.set_max_batch_size(int(s.get("max_batch_size", 32)))
+        self._score_batch.set_batch_wait_timeout_s(float(s.get("batch_wait_timeout_s", 0.001)))
+
+    def _load_now(self) -> LoadedModel:
+        s = self.settings
+        version = resolve_version(self.client, s["model_name"], s.get("alias"), s.get("version"))
+        return load_version(self.client, s["model_name"], version, s.get("alias"))
+
+    async def _check_for_new_version(self) -> bool:
+        """Load and swap in the version behind the alias if it moved; True if swapped."""
+        async with self._reload_lock:
+            s = self.settings
+            try:
+                version = await asyncio.to_thread(resolve_version, self.client, s["model_name"], s.get("alias"),
+                                                  s.get("version"))
+                if self.current is not None and version == self.current.version:
+                    return False
+                loaded = await asyncio.to_thread(load_version, self.client, s["model_name"], version, s.get("alias"))
+            except Exception as err:
+                self._last_error = f"{type(err).__name__}: {err}"
+                log.warning("model check failed (keeping %s): %s",
+                            self.current.version if self.current else "none", self._last_error)
+                return False
+            previous = self.current.version if self.current else None
+            self.current = loaded  # atomic swap; in-flight requests keep their own reference
+            self._last_error = None
+            log.info("serving %s v%s (was v%s)", s["model_name"], loaded.version, previous)
+            return True
+
+    async def _poll(self) -> None:
+        while True:
+            await asyncio.sleep(float(self.settings.get("poll_interval_s", 5.0)))
+            await self._check_for_new_version()
+
+    def reconfigure(self, user_config: dict) -> None:
+        """Serve calls this on ``user_config`` changes (``mlops-ray serve reload``, config edits)."""
+        self.settings.update({k: v for k, v in (user_config or {}).items() if k != "reload_token"})
+        self._apply_batching(self.settings)
+        if getattr(self, "_poller", None) is not None:
+            asyncio.get_event_loop().create_task(self._check_for_new_version())
+
+    # ------------------------------------------------------------------ scoring
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.001)
+    async def _score_batch(self, items: list[tuple[LoadedModel, np.ndarray]]) -> list[np.ndarray]:
+        out: list[np.ndarray | None] = [None] * len(items)
+        by_model: dict[int, list[int]] = {}
+        for i, (model, _) in enumerate(items):
+            by_model.setdefault(id(model), []).append(i)
+        for idxs in by_model.values():  # a batch can straddle a version swap
+            model = items[idxs[0]][0]
+            xs = [items[i][1] for i in idxs]
+            scores = model.scores(np.vstack(xs) if len(xs) > 1 else xs[0])
+            self.m_batch.observe(sum(len(x) for x in xs), tags={"model_version": model.version})
+            start = 0
+            for i, x in zip(idxs, xs):
+                out[i] = scores[start:start + len(x)]
+                start += len(x)
+        return out
+
+    async def _read_json(self, request: Request):
+        limit = int(self.settings.get("max_body_bytes", 1 << 20))
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > limit:
+            return None, _error(413, f"request body of {declared} bytes exceeds the limit of {limit} bytes")
+        body = await request.body()
+        if len(body) > limit:
+            return None, _error(413, f"request body of {len(body)} bytes exceeds the limit of {limit} bytes")
+        try:
+            return json.loads(body), None
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            return None, _error(400, f"malformed JSON: {err}")
+
+    async def _run(self, route: str, request: Request, extract):
+        t0 = time.perf_counter()
+        model = self.current
+        version = model.version if model else "none"
+        status = 200
+        try:
+            if model is None:
+                status = 503
+                return _error(503, f"no model loaded: {self._last_error}")
+            payload, err = await self._read_json(request)
+            if err is not None:
+                status = err.status_code
+                return err
+            try:
+                records = extract(payload)
+                table = records_to_table(records, model.schema, loc=("records",) if route == "/predict" else ("rows",))
+            except RequestError as e:
+                status = 422
+                return _error(422, e.errors)
+            x = model.transform(table)
+            scores = await self._score_batch((model, x))
+            self.m_rows.inc(len(x), tags={"model_version": version})
+            return model, scores
+        except Exception as err:  # never leak a traceback; count it
+            status = 500
+            log.exception("unexpected error on %s", route)
+            return _error(500, f"internal error: {type(err).__name__}")
+        finally:
+            self.m_requests.inc(tags={"route": route, "status": str(status), "model_version": version})
+            self.m_latency.observe((time.perf_counter() - t0) * 1000, tags={"route": route, "model_version": version})
+
+    # ------------------------------------------------------------------- routes
+    @api.post("/predict", summary="Score records", response_description="predictions, probabilities, model")
+    async def predict(self, request: Request):
+        """Body: `{"records": [{feature: value, ...}, ...]}`. Unknown categories and nulls are handled as in
+        training. Errors: 400 malformed JSON, 413 body too large, 422 with each bad field and record index."""
+
+        def extract(payload):
+            if not isinstance(payload, dict) or "records" not in payload:
+                raise RequestError([{"loc": ["body", "records"], "msg": "field required: {\"records\": [...]}"}])
+            extra = sorted(set(payload) - {"records"})
+            if extra:
+                raise RequestError([{"loc": ["body", k], "msg": "unknown field"} for k in extra])
+            return payload["records"]
+
+        res = await self._run("/predict", request, extract)
+        if isinstance(res, JSONResponse):
+            return res
+        model, scores = res
+        return {**model.format(scores), "model": {"name": model.name, "version": model.version,
+                                                  "run_id": model.run_id},
+                "request_id": uuid.uuid4().hex}
+
+    @api.post("/invocations", summary="MLflow scoring-server compatible")
+    async def invocations(self, request: Request):
+        """Accepts `dataframe_split`, `dataframe_records`, `instances` or `inputs`; answers
+        `{"predictions": [{"prediction": ..., "probability": ...}, ...]}` like `mlflow models serve`."""
+        res = await self._run("/invocations", request, lambda p: mlflow_payload_to_records(p)[0])
+        if isinstance(res, JSONResponse):
+            return res
+        model, scores = res
+        f = model.format(scores)
+        if model.task == "binary":
+            preds = [{"prediction": a, "probability": b} for a, b in zip(f["predictions"], f["probabilities"])]
+        elif model.task == "multiclass":
+            preds = [{"prediction": a, **{f"probability_{k}": v for k, v in enumerate(p)}}
+                     for a, p in zip(f["predictions"], f["probabilities"])]
+        else:
+            preds = [{"prediction": a} for a in f["predictions"]]
+        return JSONResponse({"predictions": preds}, headers={"x-model-version": model.version})
+
+    @api.get("/health", summary="Ready when a model is loaded")
+    async def health(self):
+        if self.current is None:
+            return _error(503, f"no model loaded: {self._last_error}")
+        return {"status": "ok", "model_version": self.current.version}
+
+    @api.get("/model", summary="The model being served")
+    async def model_info(self):
+        if self.current is None:
+            return _error(503, f"no model loaded: {self._last_error}")
+        return self.current.info()
+
+    @api.post("/reload", summary="Check the registry now (this replica)")
+    async def reload(self):
+        swapped = await self._check_for_new_version()
+        return {"swapped": swapped, "model_version": self.current.version if self.current else None}
+
+
+def settings_from_config(cfg) -> dict[str, Any]:
+    s = cfg.serve
+    return {"tracking_uri": cfg.mlflow.resolved_tracking_uri(), "model_name": cfg.registry.model_name,
+            "alias": s.model_alias, "version": None, "poll_interval_s": s.poll_interval_s,
+            "max_body_bytes": s.max_body_bytes, "max_batch_size": s.max_batch_size,
+            "batch_wait_timeout_s": s.batch_wait_timeout_s}
+
+
+def deployment_options(cfg) -> dict[str, Any]:
+    s = cfg.serve
+    return {
+        "ray_actor_options": {"num_cpus": s.num_cpus_per_replica},
+        "max_ongoing_requests": s.max_ongoing_requests,
+        "autoscaling_config": {"min_replicas": s.min_replicas, "max_replicas": s.max_replicas,
+                               "initial_replicas": max(s.min_replicas, 1),
+                               "target_ongoing_requests": s.target_ongoing_requests,
+                               "upscale_delay_s": s.upscale_delay_s, "downscale_delay_s": s.downscale_delay_s,
+                               "look_back_period_s": 5.0},
+    }
+
+
+def build_from_config(cfg, **user_config):
+    """The Serve application for a pipeline config."""
+    settings = settings_from_config(cfg)
+    return ModelServer.options(**deployment_options(cfg), user_config=user_config or None).bind(settings)
+
+
+def build_app(args: dict[str, Any]):
+    """Application builder for ``serve run`` / ``serve deploy`` (``import_path: mlops_ray.serve.app:build_app``).
+
+    ``args.config`` is a pipeline YAML (relative paths resolve against ``$MLOPS_RAY_PROJECT_DIR``
+    or the current directory); options under ``deployments`` in the Serve config override it.
+    """
+    from pathlib import Path
+
+    from mlops_ray.config import load_config
+
+    path = Path(args.get("config", "examples/quickstart.yaml"))
+    if not path.is_absolute():
+        path = Path(os.environ.get("MLOPS_RAY_PROJECT_DIR", os.getcwd())) / path
+    cfg = load_config(path)
+    settings = settings_from_config(cfg)
+    settings.update({k: v for k, v in args.items() if k in settings})
+    return ModelServer.bind(settings)
