@@ -320,6 +320,22 @@ def reproduce_cmd(run_id, config_path, allow_code_change):
         sys.exit(1)
 
 
+@main.command("predict")
+@config_option
+@click.option("--input", "input_path", required=True, help="Parquet/CSV file, directory or glob to score.")
+@click.option("--output", "output_dir", required=True, type=click.Path(file_okay=False), help="Empty output directory.")
+@click.option("--model-uri", default=None, help="models:/NAME@ALIAS or models:/NAME/VERSION (default: serve alias).")
+@_friendly
+def predict_cmd(config_path, input_path, output_dir, model_uri):
+    """Batch inference with Ray Data over an actor pool; same predictions as the HTTP service."""
+    from mlops_ray.serve.batch import predict_files
+
+    m = predict_files(_load(config_path), input_path, output_dir, model_uri)
+    click.echo(f"scored {m['rows']} rows with {m['model']['name']} v{m['model']['version']} in {m['seconds']:.1f}s "
+               f"-> {output_dir}")
+    click.echo(f"  input fingerprint {m['input_fingerprint']}")
+
+
 @main.group("serve", invoke_without_command=True)
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="Pipeline YAML.")
 @click.pass_context

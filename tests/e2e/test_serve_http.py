@@ -252,3 +252,22 @@ def test_autoscaling_scales_up_under_load_and_back_down(service):
     while time.time() < deadline and replicas() > 1:
         time.sleep(1)
     assert replicas() == 1, "no downscale after load stopped"
+
+
+def test_batch_predict_equals_http(service, tmp_path):
+    from mlops_ray.serve.batch import predict_files
+
+    snap, cfg = service["snap"], service["cfg"]
+    manifest = predict_files(cfg, str(snap.split_dir("test")), str(tmp_path / "out"))
+    out = pd.read_parquet(tmp_path / "out").set_index("customer_id")
+    raw = pd.concat(pd.read_parquet(f) for f in snap.split_files("test")).set_index("customer_id")
+    assert manifest["rows"] == len(raw) == len(out)
+    version = manifest["model"]["version"]
+    assert set(out["model_version"]) == {version}
+    sample = raw.head(25)
+    r = httpx.post(f"{service['url']}/predict", json={"records": _records(sample[FEATURES])}, timeout=30)
+    assert r.json()["model"]["version"] == version
+    np.testing.assert_allclose(out.loc[sample.index, "probability"], r.json()["probabilities"], rtol=1e-6)
+    from mlops_ray.data.split_files import fingerprint_source
+
+    assert manifest["input_fingerprint"] == fingerprint_source(str(snap.split_dir("test")))[0]
