@@ -119,12 +119,12 @@ class ModelServer:
             await asyncio.sleep(float(self.settings.get("poll_interval_s", 5.0)))
             await self._check_for_new_version()
 
-    def reconfigure(self, user_config: dict) -> None:
+    async def reconfigure(self, user_config: dict) -> None:
         """Serve calls this on ``user_config`` changes (``mlops-ray serve reload``, config edits)."""
         self.settings.update({k: v for k, v in (user_config or {}).items() if k != "reload_token"})
         self._apply_batching(self.settings)
-        if getattr(self, "_poller", None) is not None:
-            asyncio.get_event_loop().create_task(self._check_for_new_version())
+        if getattr(self, "_poller", None) is not None:  # not during __init__: it loads the model itself
+            await self._check_for_new_version()
 
     # ------------------------------------------------------------------ scoring
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.001)

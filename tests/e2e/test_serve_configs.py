@@ -64,7 +64,8 @@ def head(trained_home):
     subprocess.run([str(BIN / "ray"), "start", "--head", "--port=6392", "--num-cpus=2", "--dashboard-port=8272",
                     "--dashboard-host=127.0.0.1", "--disable-usage-stats"], cwd=ROOT, env=env, check=True,
                    capture_output=True, timeout=120)
-    env["RAY_ADDRESS"] = "http://127.0.0.1:8272"
+    env["RAY_DASHBOARD_ADDRESS"] = "http://127.0.0.1:8272"  # serve deploy/shutdown/status
+    env["RAY_ADDRESS"] = "127.0.0.1:6392"
     try:
         yield env
     finally:
@@ -83,7 +84,7 @@ def test_serve_deploy_then_serve_run(head):
     r = subprocess.run([str(BIN / "serve"), "shutdown", "-y"], cwd=ROOT, env=env, capture_output=True, timeout=120)
     assert r.returncode == 0
     # serve run (foreground) against the same cluster; SIGTERM stops it and cleans up
-    proc = subprocess.Popen([str(BIN / "serve"), "run", "--address", "127.0.0.1:6392", "serve_configs/quickstart.yaml"],
+    proc = subprocess.Popen([str(BIN / "serve"), "run", "serve_configs/quickstart.yaml"],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         assert _healthy()["status"] == "ok"
