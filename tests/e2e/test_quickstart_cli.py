@@ -25,6 +25,9 @@ def test_quickstart_then_commands_with_example_config(tmp_path):
     r = _cli("quickstart", env=env)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "fingerprint:" in r.stdout and "train:" in r.stdout
+    assert "registered quickstart-churn v1 as challenger" in r.stdout and "PROMOTE" in r.stdout
+    assert '"model": {"name": "quickstart-churn", "version": "1"' in r.stdout  # a real HTTP answer
+    assert "curl -s -X POST http://127.0.0.1:8000/predict" in r.stdout and "service stopped" in r.stdout
     listing = json.loads(_cli("data", "list", "--json", env=env).stdout)
     assert len(listing) == 1 and listing[0]["name"] == "quickstart"
     # the example config finds the data in the workspace, from the repo root
