@@ -77,11 +77,16 @@ def serve_forever(cfg, echo=print) -> None:
     """Run the service in the foreground until Ctrl-C or SIGTERM, then shut down what we started."""
     import ray
 
-    url = start_service(cfg)
-    echo(f"serving {cfg.registry.model_name}@{cfg.serve.model_alias} at {url}  (docs: {url}/docs; Ctrl-C to stop)")
     stop = threading.Event()
+    # Handlers first (after ray.init, which installs its own): a signal during start-up still
+    # ends in the clean shutdown below.
+    from mlops_ray.ray_runtime import ensure_ray
+
+    ensure_ray()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
+    url = start_service(cfg)
+    echo(f"serving {cfg.registry.model_name}@{cfg.serve.model_alias} at {url}  (docs: {url}/docs; Ctrl-C to stop)")
     while not stop.is_set():
         stop.wait(1.0)
     echo("shutting down ...")

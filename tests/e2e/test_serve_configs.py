@@ -93,3 +93,19 @@ def test_serve_deploy_then_serve_run(head):
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=120)
+
+
+def test_mlops_ray_serve_runs_in_foreground_until_sigterm(trained_home):
+    env = dict(os.environ, RAY_AUTH_MODE="disabled", MLOPS_RAY_HOME=str(trained_home), MLOPS_RAY_PROGRESS="0")
+    env.pop("RAY_ADDRESS", None)
+    proc = subprocess.Popen([sys.executable, "-m", "mlops_ray.cli", "serve", "--config", "examples/quickstart.yaml"],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert _healthy(180)["model_version"] == "1"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=180)
+    assert proc.returncode == 0, out[-3000:]
+    assert "serving quickstart-churn@champion at http://127.0.0.1:8000" in out and "shutting down" in out
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(f"{URL}/health", timeout=2)
