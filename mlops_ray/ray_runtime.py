@@ -29,8 +29,11 @@ def ensure_ray(num_cpus: int | None = None, address: str | None = None, include_
     if ray.is_initialized():
         return False
     os.environ.setdefault(AUTH_ENV, "disabled")
-    address = address or os.environ.get("RAY_ADDRESS") or None
-    if address in (None, "local"):
+    # Without an address, always start a fresh local cluster: plain ray.init() would attach to
+    # whatever `ray start` cluster /tmp/ray/ray_current_cluster names (possibly a dead one).
+    # Use RAY_ADDRESS=auto (or an address) to join a running cluster.
+    address = address or os.environ.get("RAY_ADDRESS") or "local"
+    if address == "local":
         # Serve autoscaling metrics every 1 s instead of 10 s, so scaling reacts within seconds
         # (inherited by the raylet and every worker of the local cluster we start).
         for var in AUTOSCALING_METRIC_ENV:
@@ -43,7 +46,7 @@ def ensure_ray(num_cpus: int | None = None, address: str | None = None, include_
     if quiet:
         init_kwargs.setdefault("logging_level", logging.WARNING)
         init_kwargs.setdefault("log_to_driver", True)
-    if address in (None, "local"):
+    if address == "local":
         if num_cpus is not None:
             init_kwargs["num_cpus"] = num_cpus
         if include_dashboard is not None:

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from _cluster import stop_cluster
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,7 +33,7 @@ def head_node(tmp_path):
     try:
         yield env
     finally:
-        subprocess.run([str(BIN / "ray"), "stop", "--force"], env=env, capture_output=True, timeout=120)
+        stop_cluster(6391)
 
 
 def test_train_job_submitted_to_a_running_cluster(head_node, tmp_path):

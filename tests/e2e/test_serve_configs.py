@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from _cluster import stop_cluster
 import yaml
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -70,7 +71,7 @@ def head(trained_home):
         yield env
     finally:
         subprocess.run([str(BIN / "serve"), "shutdown", "-y"], cwd=ROOT, env=env, capture_output=True, timeout=120)
-        subprocess.run([str(BIN / "ray"), "stop", "--force"], env=env, capture_output=True, timeout=120)
+        stop_cluster(6392)
 
 
 def test_serve_deploy_then_serve_run(head):
