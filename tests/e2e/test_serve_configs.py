@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -21,18 +20,9 @@ URL = "http://127.0.0.1:8000"
 
 
 def _healthy(timeout=120) -> dict:
-    deadline = time.time() + timeout
-    last = None
-    while time.time() < deadline:
-        try:
-            r = httpx.get(f"{URL}/health", timeout=2)
-            if r.status_code == 200:
-                return r.json()
-            last = r.text
-        except httpx.HTTPError as err:
-            last = repr(err)
-        time.sleep(0.5)
-    raise AssertionError(f"not healthy: {last}")
+    from mlops_ray.serve.runner import wait_healthy
+
+    return wait_healthy(URL, timeout)
 
 
 @pytest.fixture
