@@ -24,7 +24,6 @@ from mlops_ray.errors import ConfigError
 from mlops_ray.workspace import get_workspace
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-FRACTION_TOLERANCE = 1e-9
 
 
 class _Strict(BaseModel):

@@ -14,6 +14,7 @@ the staging directory is deleted: no partial snapshot is ever visible.
 
 from __future__ import annotations
 
+import json
 import logging
 import platform
 import shutil
@@ -59,7 +60,7 @@ class BatchResult:
     split_rows: dict[str, int]
     fingerprint: fpm.FingerprintPartial
     report: ValidationReport
-    id_hashes: np.ndarray | list  # int64 split hash of every valid id (a list of arrays after merges)
+    id_hashes: list[np.ndarray]  # int64 split hash of every valid id, one array per batch (joined once)
     train: TrainStats | None
 
     def merge(self, o: "BatchResult") -> "BatchResult":
@@ -68,16 +69,9 @@ class BatchResult:
             {k: self.split_rows.get(k, 0) + o.split_rows.get(k, 0) for k in {*self.split_rows, *o.split_rows}},
             self.fingerprint.merge(o.fingerprint),
             self.report.merge(o.report),
-            _concat(self.id_hashes, o.id_hashes),
+            self.id_hashes + o.id_hashes,
             o.train if self.train is None else (self.train if o.train is None else self.train.merge(o.train)),
         )
-
-
-def _concat(a, b):
-    """Id hashes accumulate as a list of arrays (concatenated once at the end, not per merge)."""
-    left = a if isinstance(a, list) else [a]
-    right = b if isinstance(b, list) else [b]
-    return left + right
 
 
 def process_batch(table: pa.Table, ctx: BatchContext) -> BatchResult:
@@ -87,7 +81,7 @@ def process_batch(table: pa.Table, ctx: BatchContext) -> BatchResult:
     clean, report = validate_batch(table, ctx.spec)
     names = list(fractions)
     if not report.ok:
-        return BatchResult(table.num_rows, {}, fp, report, np.empty(0, np.int64), None)
+        return BatchResult(table.num_rows, {}, fp, report, [], None)
     ids = clean.column(ctx.spec.id_column)
     h = hash_ids(ids, ctx.salt)
     codes = assign_splits(ids, ctx.salt, fractions)
@@ -108,7 +102,7 @@ def process_batch(table: pa.Table, ctx: BatchContext) -> BatchResult:
         if name == "train":
             keys = xxh64_arrow(sub.column(ctx.spec.id_column).combine_chunks(), prefix=_SAMPLE_PREFIX, seed=HASH_SEED)
             train = batch_stats(sub, keys, ctx.spec.numeric, ctx.spec.categorical, ctx.spec.label_column, ctx.sample_k)
-    return BatchResult(table.num_rows, split_rows, fp, report, h, train)
+    return BatchResult(table.num_rows, split_rows, fp, report, [h], train)
 
 
 @dataclass
@@ -138,7 +132,7 @@ def _spec_dict(cfg, spec: DataSpec) -> dict[str, Any]:
     }
 
 
-def _library_versions() -> dict[str, str]:
+def library_versions() -> dict[str, str]:
     import importlib.metadata as md
 
     out = {"python": platform.python_version()}
@@ -152,7 +146,7 @@ def _library_versions() -> dict[str, str]:
 
 def _duplicate_problem(result: BatchResult, src: SourceFiles, spec: DataSpec, salt: str) -> list[str]:
     """Global duplicate-id check on 64-bit hashes; examples are confirmed by a rescan of the ids."""
-    h = np.sort(np.concatenate(result.id_hashes) if isinstance(result.id_hashes, list) else result.id_hashes)
+    h = np.sort(np.concatenate(result.id_hashes)) if result.id_hashes else np.empty(0, np.int64)
     dup_hashes = np.unique(h[1:][h[1:] == h[:-1]])
     if not dup_hashes.size:
         return []
@@ -172,8 +166,6 @@ def _duplicate_problem(result: BatchResult, src: SourceFiles, spec: DataSpec, sa
 
 
 def fingerprint_cache_get(ws: Workspace, key: str) -> str | None:
-    import json
-
     p = ws.root / "cache" / "source_fingerprints.json"
     if not p.is_file():
         return None
@@ -181,8 +173,6 @@ def fingerprint_cache_get(ws: Workspace, key: str) -> str | None:
 
 
 def fingerprint_cache_put(ws: Workspace, key: str, digest: str) -> None:
-    import json
-
     d = ws.ensure("cache")
     p = d / "source_fingerprints.json"
     cache = json.loads(p.read_text()) if p.is_file() else {}
@@ -220,7 +210,8 @@ def prepare_snapshot(cfg, *, workspace: Workspace | None = None, engine: str = "
     store = SnapshotStore(ws)
     d = cfg.data
     src = list_source(cfg.source(), d.format)
-    spec = resolve_spec(read_schema(src, d.id_column), d)
+    schema = read_schema(src, d.id_column)
+    spec = resolve_spec(schema, d)
     spec_d = _spec_dict(cfg, spec)
     split_boundaries(d.split.fractions)
 
@@ -268,7 +259,6 @@ def prepare_snapshot(cfg, *, workspace: Workspace | None = None, engine: str = "
         write_json(staging / REFERENCE, ref)
         for name in d.split.fractions:  # every split gets a directory, even when empty
             (staging / SPLITS / name).mkdir(parents=True, exist_ok=True)
-        schema = read_schema(src, d.id_column)
         manifest = {
             "snapshot_id": sid,
             "name": d.name,
@@ -282,8 +272,8 @@ def prepare_snapshot(cfg, *, workspace: Workspace | None = None, engine: str = "
             "schema": [{"name": f.name, "type": str(f.type)} for f in schema],
             "feature_names": pre.feature_names,
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "engine": engine if runner is None or engine else "custom",
-            "library_versions": _library_versions(),
+            "engine": engine,
+            "library_versions": library_versions(),
         }
         write_json(staging / MANIFEST, manifest)
         snap, created = store.commit(staging, d.name, sid)

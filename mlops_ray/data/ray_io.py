@@ -121,6 +121,14 @@ def run_split(src: SourceFiles, ctx, batch_size: int) -> Iterator:
     yield from map_units(work_units(src), split_batch, ctx, batch_size, ctx.id_column)
 
 
+def _feature_table(t: pa.Table, preprocessor, label: str, idc: str) -> pa.Table:
+    """Preprocessed float32 feature columns of one batch, plus its label and id."""
+    x = preprocessor.transform(t)
+    cols = {n: x[:, j] for j, n in enumerate(preprocessor.feature_names)}
+    cols[label], cols[idc] = t.column(label), t.column(idc)
+    return pa.table(cols)
+
+
 def transform_dataset(snapshot, split: str, preprocessor, batch_size: int = 131_072):
     """Lazy Ray Dataset of one split's preprocessed features (float32 columns), label and id.
 
@@ -134,17 +142,11 @@ def transform_dataset(snapshot, split: str, preprocessor, batch_size: int = 131_
     ensure_ray()
     spec = snapshot.manifest["spec"]
     label, idc = spec["label_column"], spec["id_column"]
-    names = preprocessor.feature_names
 
     def udf(batch: pa.Table) -> Iterator[pa.Table]:
         for path in batch.column("path").to_pylist():
             for rb in pq.ParquetFile(path).iter_batches(batch_size=batch_size):
-                t = pa.Table.from_batches([rb])
-                x = preprocessor.transform(t)
-                cols = {n: x[:, j] for j, n in enumerate(names)}
-                cols[label] = t.column(label)
-                cols[idc] = t.column(idc)
-                yield pa.table(cols)
+                yield _feature_table(pa.Table.from_batches([rb]), preprocessor, label, idc)
 
     files = snapshot.split_files(split)
     ds = ray.data.from_items([{"path": f} for f in files], override_num_blocks=max(1, len(files)))
@@ -155,15 +157,10 @@ def _transform_file(path: str, out_path: str, preprocessor, label: str, idc: str
     """Read one split file, apply the preprocessor, write float32 features + label + id; returns rows."""
     import pyarrow.parquet as pq
 
-    names = preprocessor.feature_names
     writer, rows = None, 0
     try:
         for rb in pq.ParquetFile(path).iter_batches(batch_size=batch_size):
-            t = pa.Table.from_batches([rb])
-            x = preprocessor.transform(t)
-            cols = {n: x[:, j] for j, n in enumerate(names)}
-            cols[label], cols[idc] = t.column(label), t.column(idc)
-            out = pa.table(cols)
+            out = _feature_table(pa.Table.from_batches([rb]), preprocessor, label, idc)
             if writer is None:
                 writer = pq.ParquetWriter(out_path, out.schema, compression="snappy")
             writer.write_table(out)

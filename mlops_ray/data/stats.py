@@ -20,7 +20,7 @@ from fractions import Fraction
 import numpy as np
 import pyarrow as pa
 
-from mlops_ray.drift.histogram import MISSING, OTHER, categorical_bin_counts, numeric_bin_counts, proportions
+from mlops_ray.drift.histogram import MISSING, numeric_bin_counts, proportions
 
 MAX_REFERENCE_CATEGORIES = 100
 
@@ -200,5 +200,4 @@ def reference_statistics(stats: TrainStats, categorical: tuple[str, ...], n_bins
 
 __all__ = [
     "NumericMoments", "TrainStats", "batch_stats", "quantile_edges", "reference_statistics",
-    "categorical_bin_counts", "OTHER", "MISSING",
 ]

@@ -47,6 +47,18 @@ class TabularModel(PythonModel):
             self.estimator = joblib.load(path)
             self.booster = None
 
+    @classmethod
+    def from_parts(cls, task: str, preprocessor, booster=None, estimator=None, meta: dict | None = None):
+        """The same model in-process (training, tuning, CV), without an MLflow round trip."""
+        model = cls()
+        model.meta = dict(meta or {}, task=task)
+        model.preprocessor, model.booster, model.estimator = preprocessor, booster, estimator
+        return model
+
+    def score_frame(self, frame: pd.DataFrame) -> np.ndarray:
+        """Raw rows -> scores (preprocessing included)."""
+        return self.scores(self.preprocessor.transform(frame))
+
     # -- fast path used by the server: matrix in, scores out (no DataFrame work)
     def scores(self, x: np.ndarray) -> np.ndarray:
         """Scores for a preprocessed float32 matrix: P(1) (binary), (n,k) probs, or values."""
@@ -59,8 +71,7 @@ class TabularModel(PythonModel):
         return prob[:, 1] if task == "binary" else prob
 
     def predict_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
-        x = self.preprocessor.transform(frame)
-        s = self.scores(x)
+        s = self.score_frame(frame)
         task = self.meta["task"]
         if task == "binary":
             return pd.DataFrame({"prediction": (s >= 0.5).astype(np.int64), "probability": s.astype(np.float64)})

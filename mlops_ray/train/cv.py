@@ -58,12 +58,12 @@ def cross_validate(cfg, snapshot, k: int, nthread: int, param_overrides: dict | 
                             make_dmatrix(test, pre.feature_names, nthread), loop["num_boost_round"], {})
             score = np.asarray(booster.inplace_predict(test.x))
         else:
-            from mlops_ray.train.run import Scorer
+            from mlops_ray.registry.pyfunc_model import TabularModel
             from mlops_ray.train.sklearn_trainer import build_estimator
 
             est = build_estimator(cfg.model.estimator, dict(cfg.model.params, **(param_overrides or {})),
                                   cfg.model.seed)
             est.fit(train.x, train.y)
-            score = Scorer(pre, task, estimator=est).matrix(test.x)
+            score = TabularModel.from_parts(task, pre, estimator=est).scores(test.x)
         per_fold.append(compute_metrics(task, test.y, score))
     return {"folds": per_fold, "summary": summarize_folds(per_fold)}

@@ -11,38 +11,16 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-import pandas as pd
-
+from mlops_ray.data.prepare import library_versions
 from mlops_ray.data.snapshot import Snapshot, SnapshotStore
 from mlops_ray.registry import tracking
+from mlops_ray.registry.pyfunc_model import TabularModel
 from mlops_ray.train.evaluate import TASK_METRICS, compute_metrics, permutation_importance, slice_metrics
 from mlops_ray.train.execution import ExecutionPlan, choose_execution
 from mlops_ray.train.features import load_split
 from mlops_ray.workspace import get_workspace
 
 CHALLENGER = "challenger"
-
-
-@dataclass
-class Scorer:
-    """Raw rows -> scores, exactly what the logged pyfunc does."""
-
-    preprocessor: Any
-    task: str
-    booster: Any = None
-    estimator: Any = None
-
-    def matrix(self, x: np.ndarray) -> np.ndarray:
-        if self.booster is not None:
-            return np.asarray(self.booster.inplace_predict(x))
-        if self.task == "regression":
-            return np.asarray(self.estimator.predict(x), dtype=np.float64)
-        prob = self.estimator.predict_proba(x)
-        return prob[:, 1] if self.task == "binary" else prob
-
-    def frame(self, df: pd.DataFrame) -> np.ndarray:
-        return self.matrix(self.preprocessor.transform(df))
 
 
 @dataclass
@@ -65,7 +43,7 @@ def resolve_snapshot(cfg, ref: str | None = None, engine: str = "ray") -> Snapsh
     return prepare_snapshot(cfg, engine=engine).snapshot
 
 
-def evaluate(scorer: Scorer, snapshot: Snapshot, *, importance_repeats: int = 2, seed: int = 0) -> dict[str, Any]:
+def evaluate(scorer: TabularModel, snapshot: Snapshot, *, importance_repeats: int = 2, seed: int = 0) -> dict[str, Any]:
     """Metrics on valid and test, per-slice metrics on test, permutation importance on valid."""
     spec = snapshot.manifest["spec"]
     out: dict[str, Any] = {"metrics": {}}
@@ -75,27 +53,21 @@ def evaluate(scorer: Scorer, snapshot: Snapshot, *, importance_repeats: int = 2,
             continue
         data = load_split(snapshot, split, scorer.preprocessor, keep_frame=True)
         frames[split] = data
-        for k, v in compute_metrics(spec["task"], data.y, scorer.matrix(data.x)).items():
+        for k, v in compute_metrics(spec["task"], data.y, scorer.scores(data.x)).items():
             out["metrics"][f"{split}_{k}"] = v
     if "test" in frames:
         d = frames["test"]
-        out["slices"] = slice_metrics(spec["task"], d.frame, d.y, scorer.matrix(d.x), spec["categorical_features"])
+        out["slices"] = slice_metrics(spec["task"], d.frame, d.y, scorer.scores(d.x), spec["categorical_features"])
     if "valid" in frames:
         d = frames["valid"]
         feats = spec["numeric_features"] + spec["categorical_features"]
-        out["permutation_importance"] = permutation_importance(scorer.frame, d.frame, d.y, spec["task"], feats,
+        out["permutation_importance"] = permutation_importance(scorer.score_frame, d.frame, d.y, spec["task"], feats,
                                                                repeats=importance_repeats, seed=seed)
         out["input_example"] = d.frame[feats].head(5).reset_index(drop=True)
     return out
 
 
-def _library_versions() -> dict[str, str]:
-    import importlib.metadata as md
-
-    return {p: md.version(p) for p in ("ray", "mlflow", "xgboost", "scikit-learn", "pandas", "pyarrow", "numpy")}
-
-
-def log_candidate(cfg, snapshot: Snapshot, scorer: Scorer, *, flavor: str, model_path: str, params: dict,
+def log_candidate(cfg, snapshot: Snapshot, scorer: TabularModel, *, flavor: str, model_path: str, params: dict,
                   history: dict | None, plan: ExecutionPlan | None, evaluation: dict, tags: dict) -> str:
     """Log everything about a candidate into the *active* MLflow run; returns the model URI."""
     from mlops_ray.config import config_to_yaml
@@ -112,7 +84,7 @@ def log_candidate(cfg, snapshot: Snapshot, scorer: Scorer, *, flavor: str, model
     code = tracking.code_version()
     tracking.set_tags({"snapshot_id": m["snapshot_id"], "data_fingerprint": m["fingerprint"],
                        "dataset": m["name"], "task": m["spec"]["task"], "flavor": flavor, **code,
-                       **{f"version.{k}": v for k, v in _library_versions().items()}, **tags})
+                       **{f"version.{k}": v for k, v in library_versions().items()}, **tags})
     if history:
         tracking.log_history(history)
     tracking.log_metrics(evaluation["metrics"])
@@ -129,14 +101,9 @@ def log_candidate(cfg, snapshot: Snapshot, scorer: Scorer, *, flavor: str, model
             "categorical_features": m["spec"]["categorical_features"],
             "permutation_importance": evaluation.get("permutation_importance", {}),
             "metrics": evaluation["metrics"]}
-    from mlops_ray.registry.pyfunc_model import TabularModel
-
-    out_example = TabularModel.__new__(TabularModel)
-    out_example.meta, out_example.preprocessor = {"task": m["spec"]["task"]}, scorer.preprocessor
-    out_example.booster, out_example.estimator = scorer.booster, scorer.estimator
     return tracking.log_pyfunc_model(flavor=flavor, model_path=model_path, preprocessor=scorer.preprocessor,
                                      reference_stats=ref, meta=meta, input_example=example,
-                                     output_example=out_example.predict_frame(example))
+                                     output_example=scorer.predict_frame(example))
 
 
 def register_challenger(cfg, client, snapshot: Snapshot, run_id: str, model_uri: str, metrics: dict) -> str:
@@ -178,7 +145,7 @@ def train_model(cfg, *, snapshot_ref: str | None = None, param_overrides: dict |
         from mlops_ray.train.xgboost_trainer import fit_xgboost
 
         res = fit_xgboost(cfg, snapshot, plan, out_dir, run_name=run_name, param_overrides=param_overrides)
-        scorer = Scorer(pre, task, booster=res.booster)
+        scorer = TabularModel.from_parts(task, pre, booster=res.booster)
         flavor, model_path, history = "xgboost", str(out_dir / "model.ubj"), res.history
         from mlops_ray.train.xgboost_trainer import loop_config
 
@@ -192,7 +159,7 @@ def train_model(cfg, *, snapshot_ref: str | None = None, param_overrides: dict |
         from mlops_ray.train.sklearn_trainer import fit_sklearn
 
         meta = fit_sklearn(cfg, snapshot, out_dir, num_cpus=plan.cpus_per_worker, param_overrides=param_overrides)
-        scorer = Scorer(pre, task, estimator=joblib.load(out_dir / "model.joblib"))
+        scorer = TabularModel.from_parts(task, pre, estimator=joblib.load(out_dir / "model.joblib"))
         flavor, model_path, history = "sklearn", str(out_dir / "model.joblib"), None
         params = {"estimator": cfg.model.estimator, **cfg.model.params, **(param_overrides or {})}
         extra = {"train_seconds": meta["train_seconds"]}
@@ -216,5 +183,5 @@ def train_model(cfg, *, snapshot_ref: str | None = None, param_overrides: dict |
     return CandidateResult(run_id, model_uri, version, evaluation["metrics"], snapshot.id, plan, extra)
 
 
-__all__ = ["TASK_METRICS", "CandidateResult", "Scorer", "evaluate", "train_model", "resolve_snapshot",
+__all__ = ["TASK_METRICS", "CandidateResult", "evaluate", "train_model", "resolve_snapshot",
            "register_challenger", "log_candidate", "plan_for"]

@@ -119,7 +119,7 @@ def _sk_trial(config: dict, cfg_model: dict, snapshot_path: str, manifest: dict,
     from mlops_ray.data.snapshot import Snapshot
     from mlops_ray.train.evaluate import compute_metrics
     from mlops_ray.train.features import load_split
-    from mlops_ray.train.run import Scorer
+    from mlops_ray.registry.pyfunc_model import TabularModel
     from mlops_ray.train.sklearn_trainer import fit_estimator
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -131,7 +131,7 @@ def _sk_trial(config: dict, cfg_model: dict, snapshot_path: str, manifest: dict,
         pre = snap.preprocessor()
         valid = load_split(snap, "valid", pre)
         est = joblib.load(Path(tmp) / "model.joblib")
-        m = compute_metrics(manifest["spec"]["task"], valid.y, Scorer(pre, manifest["spec"]["task"], estimator=est).matrix(valid.x))
+        m = compute_metrics(manifest["spec"]["task"], valid.y, TabularModel.from_parts(manifest["spec"]["task"], pre, estimator=est).scores(valid.x))
         tune.report({f"valid-{metric}": m[metric], "final": 1}, checkpoint=tune.Checkpoint.from_directory(tmp))
 
 
@@ -145,9 +145,10 @@ def tune_model(cfg, *, snapshot_ref: str | None = None, register: bool = True):
 
     from mlops_ray.ray_runtime import alive_node_cpus, ensure_ray
     from mlops_ray.registry import tracking
-    from mlops_ray.train.evaluate import METRIC_DIRECTIONS
+    from mlops_ray.train.evaluate import METRIC_DIRECTIONS, primary_metric
     from mlops_ray.train.features import load_split
-    from mlops_ray.train.run import CandidateResult, Scorer, evaluate, log_candidate, plan_for, register_challenger, resolve_snapshot
+    from mlops_ray.registry.pyfunc_model import TabularModel
+    from mlops_ray.train.run import CandidateResult, evaluate, log_candidate, plan_for, register_challenger, resolve_snapshot
     from mlops_ray.train.xgboost_trainer import loop_config
     from mlops_ray.workspace import get_workspace
 
@@ -176,7 +177,7 @@ def tune_model(cfg, *, snapshot_ref: str | None = None, register: bool = True):
                                          feature_names=pre.feature_names, report_every=report_every)
         max_t = math.ceil(base["num_boost_round"] / report_every) + 1
     else:
-        watch = {"binary": "auc", "multiclass": "logloss", "regression": "rmse"}[task]
+        watch = primary_metric(task)
         maximize = METRIC_DIRECTIONS[watch]
         trainable = tune.with_parameters(_sk_trial, cfg_model=cfg.model.model_dump(), snapshot_path=str(snapshot.path),
                                          manifest=snapshot.manifest, metric=watch)
@@ -223,12 +224,12 @@ def tune_model(cfg, *, snapshot_ref: str | None = None, register: bool = True):
                 booster.load_model(str(ck / "model.ubj"))
                 (out_dir / "model.ubj").write_bytes((ck / "model.ubj").read_bytes())
                 hist = json.loads((ck / "history.json").read_text())
-                scorer, flavor, model_path, history = Scorer(pre, task, booster=booster), "xgboost", str(out_dir / "model.ubj"), hist["history"]
+                scorer, flavor, model_path, history = TabularModel.from_parts(task, pre, booster=booster), "xgboost", str(out_dir / "model.ubj"), hist["history"]
                 params = {"xgboost": dict(base["params"], **{k: v for k, v in best.config.items() if k != "num_boost_round"}),
                           "num_boost_round": base["num_boost_round"], "rounds_trained": hist["rounds"]}
             else:
                 (out_dir / "model.joblib").write_bytes((ck / "model.joblib").read_bytes())
-                scorer = Scorer(pre, task, estimator=joblib.load(out_dir / "model.joblib"))
+                scorer = TabularModel.from_parts(task, pre, estimator=joblib.load(out_dir / "model.joblib"))
                 flavor, model_path, history = "sklearn", str(out_dir / "model.joblib"), None
                 params = {"estimator": cfg.model.estimator, **cfg.model.params, **best.config}
         evaluation = evaluate(scorer, snapshot, seed=cfg.model.seed)

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
 from mlops_ray.train.execution import ExecutionPlan
 
@@ -182,9 +181,3 @@ def fit_xgboost(cfg, snapshot, plan: ExecutionPlan, output_dir: Path, *, run_nam
     booster.load_model(str(output_dir / MODEL_FILE))
     meta = json.loads((output_dir / HISTORY).read_text())
     return TrainOutput(booster, meta["history"], meta, plan, seconds, output_dir)
-
-
-def predict_scores(booster, x: np.ndarray, task: str) -> np.ndarray:
-    """Scores for :func:`mlops_ray.train.evaluate.compute_metrics` (fast in-place predict)."""
-    out = booster.inplace_predict(x)
-    return np.asarray(out)
