@@ -112,13 +112,13 @@ def main(argv=None) -> int:
     from mlops_ray.pipeline.quickstart import ensure_sample_data
     from mlops_ray.registry.promotion import promote
     from mlops_ray.serve.runner import start_service, stop_service
-    from mlops_ray.train.features import load_split
+    from mlops_ray.data.splits import load_split
     from mlops_ray.train.run import train_model
 
     raw = yaml.safe_load((ROOT / "examples" / "quickstart.yaml").read_text())
     cfg = config_from_dict(raw, base_dir=ROOT / "examples")
     ensure_sample_data(cfg, echo=lambda *_: None)
-    snap = prepare_snapshot(cfg, engine="local").snapshot
+    snap = prepare_snapshot(cfg, get_workspace(), engine="local").snapshot
     train_model(cfg, snapshot_ref=snap.id)
     promote(cfg)
     spec = snap.manifest["spec"]

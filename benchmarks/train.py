@@ -43,8 +43,8 @@ def plain_xgboost(snapshot, rounds: int, nthread: int = 2) -> dict:
     """What a user would write without Ray: load, preprocess, DMatrix, xgboost.train."""
     import xgboost as xgb
 
-    from mlops_ray.train.evaluate import compute_metrics
-    from mlops_ray.train.features import load_split
+    from mlops_ray.model.metrics import compute_metrics
+    from mlops_ray.data.splits import load_split
 
     t0 = time.perf_counter()
     pre = snapshot.preprocessor()
@@ -62,8 +62,8 @@ def plain_xgboost(snapshot, rounds: int, nthread: int = 2) -> dict:
 
 
 def mlops_mode(cfg, snapshot, plan, workdir: Path, rounds: int) -> dict:
-    from mlops_ray.train.evaluate import compute_metrics
-    from mlops_ray.train.features import load_split
+    from mlops_ray.model.metrics import compute_metrics
+    from mlops_ray.data.splits import load_split
     from mlops_ray.train.xgboost_trainer import fit_xgboost
 
     out = workdir / f"run-{plan.mode}-{plan.num_workers}-{time.time_ns()}"
@@ -106,7 +106,7 @@ def main(argv=None) -> int:
         if not src.exists():
             generate_dataset(src, rows, shards=8, seed=0)
         cfg = _cfg(str(src), args.rounds)
-        snap = prepare_snapshot(cfg, engine="local").snapshot
+        snap = prepare_snapshot(cfg, get_workspace(), engine="local").snapshot
         plain = min((plain_xgboost(snap, args.rounds) for _ in range(args.repeat)), key=lambda r: r["wall_s"])
         results.append({"rows": rows, "path": "plain xgboost.train (2 threads)", **plain, "ratio": 1.0})
         for name, plan in modes:

@@ -151,11 +151,10 @@ def _print_snapshot_summary(res) -> None:
 @_friendly
 def data_prepare(config_path, engine):
     """Validate, split, fingerprint and snapshot the configured source."""
-    from mlops_ray.config import load_config
-    from mlops_ray.data.prepare import prepare_snapshot
+    from mlops_ray.pipeline import stages
 
-    cfg = load_config(config_path)
-    _print_snapshot_summary(prepare_snapshot(cfg, engine=engine, progress=True))
+    cfg = _load(config_path)
+    _print_snapshot_summary(stages.prepare(_context(cfg), cfg, engine=engine, progress=True))
 
 
 @data.command("list")
@@ -163,9 +162,7 @@ def data_prepare(config_path, engine):
 @_friendly
 def data_list(as_json):
     """List every snapshot in the workspace."""
-    from mlops_ray.data.snapshot import SnapshotStore
-
-    snaps = SnapshotStore().list()
+    snaps = _context().snapshots.list()
     if as_json:
         click.echo(json.dumps([dict(s.manifest, usage=s.usage()) for s in snaps], indent=1))
         return
@@ -185,9 +182,7 @@ def data_list(as_json):
 @_friendly
 def data_show(snapshot_ref):
     """Print a snapshot's manifest (ID, ID prefix, NAME/ID or NAME@latest)."""
-    from mlops_ray.data.snapshot import SnapshotStore
-
-    s = SnapshotStore().find(snapshot_ref)
+    s = _context().snapshots.find(snapshot_ref)
     click.echo(json.dumps(dict(s.manifest, path=str(s.path), usage=s.usage()), indent=1))
 
 
@@ -198,6 +193,25 @@ def _load(config_path):
     return load_config(config_path)
 
 
+def _context(cfg=None):
+    """The one Context of this CLI invocation (workspace from $MLOPS_RAY_HOME, MLflow from the config)."""
+    from mlops_ray.context import Context
+
+    return Context.create(cfg)
+
+
+def _snapshot_for(ctx, cfg, snapshot_ref: str | None):
+    """The named snapshot, or (CLI convenience) the config's data prepared now, reused when unchanged."""
+    if snapshot_ref:
+        return ctx.snapshots.find(snapshot_ref)
+    from mlops_ray.pipeline import stages
+
+    res = stages.prepare(ctx, cfg)
+    click.echo(f"prepared snapshot {res.snapshot.id} ({'reused' if res.reused else 'created'}); "
+               "pass --snapshot to train on a given one")
+    return res.snapshot
+
+
 def _print_candidate(res, kind: str) -> None:
     click.echo(f"{kind} run {res.run_id}  snapshot {res.snapshot_id}")
     if res.plan is not None:
@@ -206,7 +220,7 @@ def _print_candidate(res, kind: str) -> None:
     for k in sorted(res.metrics):
         click.echo(f"  {k:<18} {res.metrics[k]:.5f}")
     if res.version:
-        click.echo(f"  registered version {res.version} as 'challenger'  ({res.model_uri})")
+        click.echo(f"  registered version {res.version} (alias 'challenger')  ({res.model_uri})")
 
 
 config_option = click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False),
@@ -224,8 +238,10 @@ def train_cmd(config_path, snapshot_ref, execution, no_register):
     """Train the configured model (Ray Train v2), log to MLflow, register as challenger."""
     from mlops_ray.train.run import train_model
 
-    _print_candidate(train_model(_load(config_path), snapshot_ref=snapshot_ref, execution=execution,
-                                 register=not no_register), "train")
+    cfg = _load(config_path)
+    ctx = _context(cfg)
+    snap = _snapshot_for(ctx, cfg, snapshot_ref)
+    _print_candidate(train_model(ctx, cfg, snap, execution=execution, register=not no_register), "train")
 
 
 @main.command("tune")
@@ -237,7 +253,9 @@ def tune_cmd(config_path, snapshot_ref, no_register):
     """Ray Tune search (ASHA); each trial an MLflow child run; best becomes challenger."""
     from mlops_ray.train.tune import tune_model
 
-    res = tune_model(_load(config_path), snapshot_ref=snapshot_ref, register=not no_register)
+    cfg = _load(config_path)
+    ctx = _context(cfg)
+    res = tune_model(ctx, cfg, _snapshot_for(ctx, cfg, snapshot_ref), register=not no_register)
     click.echo(f"tuning: {res.extra['finished']}/{res.extra['trials']} trials finished in "
                f"{res.extra['tune_seconds']:.1f}s; best config {res.extra['best_config']}")
     _print_candidate(res, "tune")
@@ -245,15 +263,20 @@ def tune_cmd(config_path, snapshot_ref, no_register):
 
 @main.command("promote")
 @config_option
-@click.option("--version", default=None, help="Version to consider (default: alias 'challenger').")
+@click.option("--version", default=None, help="Version to gate (default: the one behind alias 'challenger' now).")
 @click.option("--force", is_flag=True, help="Promote even if the gate says KEEP (recorded in history).")
 @_friendly
 def promote_cmd(config_path, version, force):
-    """Champion/challenger gate: compare on the same test rows, move 'champion' if better."""
-    from mlops_ray.registry.promotion import promote
+    """Gate a version against the deploy alias (serve.model_alias) on the same test rows; move it if better."""
+    from mlops_ray.registry.promotion import challenger_version, promote
 
-    r = promote(_load(config_path), version, force=force)
-    click.echo(f"{r.decision.action}: challenger v{r.challenger_version} vs champion "
+    cfg = _load(config_path)
+    ctx = _context(cfg)
+    if version is None:
+        version = challenger_version(ctx, cfg)
+        click.echo(f"gating v{version} (the current 'challenger')")
+    r = promote(ctx, cfg, version, force=force)
+    click.echo(f"{r.decision.action}: v{r.challenger_version} vs '{r.alias}' "
                f"{('v' + r.champion_version) if r.champion_version else '(none)'}")
     for reason in r.decision.reasons:
         click.echo(f"  - {reason}")
@@ -264,11 +287,12 @@ def promote_cmd(config_path, version, force):
 @click.option("--reason", default="manual rollback", show_default=True)
 @_friendly
 def rollback_cmd(config_path, reason):
-    """Restore the previous champion in one step."""
+    """Point the deploy alias (serve.model_alias) back at its previous version, one step per call."""
     from mlops_ray.registry.promotion import rollback
 
-    e = rollback(_load(config_path), reason)
-    click.echo(f"champion: v{e['from_version']} -> v{e['to_version']} ({e['when']}, by {e['who']})")
+    cfg = _load(config_path)
+    e = rollback(_context(cfg), cfg, reason)
+    click.echo(f"{e['alias']}: v{e['from_version']} -> v{e['to_version']} ({e['when']}, by {e['who']})")
 
 
 @main.command("models")
@@ -282,8 +306,9 @@ def models_cmd(config_path, history, as_json):
     from mlops_ray.registry.promotion import list_models
 
     cfg = _load(config_path)
-    rows = list_models(cfg)
-    events = tracking.alias_history(tracking.configure(cfg.mlflow), cfg.registry.model_name) if history else []
+    ctx = _context(cfg)
+    rows = list_models(ctx, cfg)
+    events = tracking.alias_history(ctx.client, cfg.registry.model_name) if history else []
     if as_json:
         click.echo(json.dumps({"versions": rows, "history": events}, indent=1, default=str))
         return
@@ -308,8 +333,8 @@ def reproduce_cmd(run_id, config_path, allow_code_change):
     """Re-run training from a logged run and compare metrics side by side."""
     from mlops_ray.train.reproduce import reproduce_run
 
-    mcfg = _load(config_path).mlflow if config_path else None
-    c = reproduce_run(run_id, mlflow_cfg=mcfg, allow_code_change=allow_code_change)
+    ctx = _context(_load(config_path) if config_path else None)
+    c = reproduce_run(ctx, run_id, allow_code_change=allow_code_change)
     for n in c.notes:
         click.echo(f"note: {n}")
     click.echo(f"{'metric':<18} {'original':>12} {'reproduced':>12}  equal")
@@ -328,9 +353,10 @@ def reproduce_cmd(run_id, config_path, allow_code_change):
 @_friendly
 def predict_cmd(config_path, input_path, output_dir, model_uri):
     """Batch inference with Ray Data over an actor pool; same predictions as the HTTP service."""
-    from mlops_ray.serve.batch import predict_files
+    from mlops_ray.batch.predict import predict_files
 
-    m = predict_files(_load(config_path), input_path, output_dir, model_uri)
+    cfg = _load(config_path)
+    m = predict_files(_context(cfg), cfg, input_path, output_dir, model_uri)
     click.echo(f"scored {m['rows']} rows with {m['model']['name']} v{m['model']['version']} in {m['seconds']:.1f}s "
                f"-> {output_dir}")
     click.echo(f"  input fingerprint {m['input_fingerprint']}")
@@ -349,7 +375,8 @@ def serve_group(ctx, config_path):
         raise ConfigError("mlops-ray serve needs --config FILE")
     from mlops_ray.serve.runner import serve_forever
 
-    serve_forever(_load(config_path), echo=click.echo)
+    cfg = _load(config_path)
+    serve_forever(_context(cfg), cfg, echo=click.echo)
 
 
 @serve_group.command("reload")
@@ -363,7 +390,8 @@ def serve_reload(parent_config, config_path):
     path = config_path or parent_config
     if not path:
         raise ConfigError("mlops-ray serve reload needs --config FILE")
-    reload_service(_load(path))
+    cfg = _load(path)
+    reload_service(_context(cfg), cfg)
     click.echo("reload requested: replicas switch once the new version is loaded")
 
 
@@ -374,9 +402,10 @@ def serve_reload(parent_config, config_path):
 @_friendly
 def quickstart(config_path):
     """Run the whole pipeline on bundled sample data (local Ray, MLflow in the workspace)."""
-    from mlops_ray.pipeline.quickstart import run_quickstart
+    from mlops_ray.pipeline.quickstart import bundled_config_path, run_quickstart
 
-    run_quickstart(config_path, echo=click.echo)
+    cfg = _load(config_path or bundled_config_path())
+    run_quickstart(_context(cfg), cfg, config_path or "examples/quickstart.yaml", echo=click.echo)
 
 
 if __name__ == "__main__":

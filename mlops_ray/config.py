@@ -21,7 +21,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mlops_ray.errors import ConfigError
-from mlops_ray.workspace import get_workspace
+from mlops_ray.model.tasks import DEFAULT_METRIC, check_metric, direction
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -119,9 +119,9 @@ class DataConfig(_Strict):
             raise ValueError(f"columns declared both numeric and categorical: {sorted(both)}")
         return self
 
-    def resolved_source(self, base_dir: Path | None = None) -> str:
+    def resolved_source(self, workspace_root: Path, base_dir: Path | None = None) -> str:
         """Source with ``{workspace}`` expanded; relative paths resolved against ``base_dir``."""
-        return resolve_path(self.source, base_dir)
+        return resolve_path(self.source, workspace_root, base_dir)
 
 
 # --------------------------------------------------------------- later stages
@@ -151,25 +151,39 @@ class TuneConfig(_Strict):
     max_concurrent_trials: int = Field(2, ge=1)
     search_alg: Literal["random", "grid"] = "random"
     scheduler: Literal["asha", "none"] = "asha"
+    # Validation metric that ranks trials (and that ASHA stops on); default: the task's default
+    # metric (auc / logloss / rmse). Must be one the task computes (README "Metrics").
     metric: str | None = None
     search_space: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    def metric_for(self, task: str) -> str:
+        return self.metric or DEFAULT_METRIC[task]
 
 
 class MlflowConfig(_Strict):
     tracking_uri: str | None = None  # default: sqlite in the workspace
     experiment: str = "mlops-ray"
 
-    def resolved_tracking_uri(self) -> str:
+    def resolved_tracking_uri(self, workspace) -> str:
+        """The tracking/registry URI for ``workspace`` (a :class:`~mlops_ray.workspace.Workspace`)."""
         if self.tracking_uri:
-            return self.tracking_uri.replace("{workspace}", str(get_workspace().root))
-        return get_workspace().mlflow_tracking_uri
+            return self.tracking_uri.replace("{workspace}", str(workspace.root))
+        return workspace.mlflow_tracking_uri
 
 
 class GateConfig(_Strict):
-    metric: str = "auc"
-    direction: Literal["maximize", "minimize"] = "maximize"
+    # Default: the task's default metric (binary auc, multiclass logloss, regression rmse) and
+    # that metric's direction.
+    metric: str | None = None
+    direction: Literal["maximize", "minimize"] | None = None
     min_improvement_abs: float = Field(0.0, ge=0.0)
     min_improvement_rel: float = Field(0.0, ge=0.0)
+
+    def metric_for(self, task: str) -> str:
+        return self.metric or DEFAULT_METRIC[task]
+
+    def direction_for(self, task: str) -> str:
+        return self.direction or direction(self.metric_for(task))
 
 
 class RegistryConfig(_Strict):
@@ -180,7 +194,8 @@ class RegistryConfig(_Strict):
 class ServeConfig(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
-    model_alias: str = "champion"
+    # The deploy alias: what the gate and rollback move and what serving and batch inference read.
+    model_alias: str = Field("champion", pattern=r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$")
     min_replicas: int = Field(1, ge=0)
     max_replicas: int = Field(3, ge=1)
     target_ongoing_requests: float = Field(16, gt=0)
@@ -198,6 +213,30 @@ class ServeConfig(_Strict):
         if self.max_replicas < self.min_replicas:
             raise ValueError("serve.max_replicas must be >= serve.min_replicas")
         return self
+
+
+class ServeSettings(_Strict):
+    """What one model-server replica needs, built from a config by :meth:`from_config`.
+
+    Every default lives in :class:`ServeConfig`; this type only carries resolved values
+    through Serve's typed application builder and ``user_config``.
+    """
+
+    tracking_uri: str
+    model_name: str
+    alias: str | None
+    version: str | None = None
+    poll_interval_s: float = Field(gt=0)
+    max_body_bytes: int = Field(ge=1024)
+    max_batch_size: int = Field(ge=1)
+    batch_wait_timeout_s: float = Field(ge=0)
+
+    @classmethod
+    def from_config(cls, cfg: "PipelineConfig", tracking_uri: str) -> "ServeSettings":
+        s = cfg.serve
+        return cls(tracking_uri=tracking_uri, model_name=cfg.registry.model_name, alias=s.model_alias,
+                   poll_interval_s=s.poll_interval_s, max_body_bytes=s.max_body_bytes,
+                   max_batch_size=s.max_batch_size, batch_wait_timeout_s=s.batch_wait_timeout_s)
 
 
 class DriftConfig(_Strict):
@@ -228,17 +267,32 @@ class PipelineConfig(_Strict):
     # Directory of the YAML file; relative paths in the config resolve against it.
     base_dir: Path | None = Field(default=None, exclude=True)
 
-    def source(self) -> str:
-        return self.data.resolved_source(self.base_dir)
+    @model_validator(mode="after")
+    def _check_metrics(self) -> "PipelineConfig":
+        task = self.data.task
+        for where, metric in (("registry.gate.metric", self.registry.gate.metric), ("tune.metric", self.tune.metric)):
+            problem = check_metric(task, metric, where) if metric else None
+            if problem:
+                raise ValueError(problem)
+        if self.registry.gate.metric is None and self.registry.gate.direction is not None:
+            want = direction(DEFAULT_METRIC[task])
+            if self.registry.gate.direction != want:
+                raise ValueError(f"registry.gate.direction {self.registry.gate.direction!r} contradicts the default "
+                                 f"metric {DEFAULT_METRIC[task]!r} ({want}); set registry.gate.metric too")
+        return self
+
+    def source(self, workspace_root: Path) -> str:
+        """The data source path/URI, ``{workspace}`` expanded against ``workspace_root``."""
+        return self.data.resolved_source(workspace_root, self.base_dir)
 
 
 # ------------------------------------------------------------------- loading
-def resolve_path(path: str, base_dir: Path | None = None) -> str:
+def resolve_path(path: str, workspace_root: Path, base_dir: Path | None = None) -> str:
     """Expand ``{workspace}``, ``~`` and env vars; resolve relative local paths against ``base_dir``.
 
     URIs with a scheme (``s3://``, ``gs://``, ``file://``) are returned unchanged.
     """
-    expanded = os.path.expandvars(path.replace("{workspace}", str(get_workspace().root)))
+    expanded = os.path.expandvars(path.replace("{workspace}", str(workspace_root)))
     if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", expanded):
         return expanded
     p = Path(expanded).expanduser()

@@ -1,4 +1,4 @@
-"""Typed errors. Each carries what the user needs to fix the input.
+"""Typed errors, all of them. Each carries what the user needs to fix the input.
 
 The CLI turns any :class:`MlopsRayError` into a one-paragraph message and exit
 code 2 (never a traceback); the HTTP layer maps them to 4xx responses.
@@ -27,9 +27,46 @@ class DataValidationError(MlopsRayError):
         super().__init__("data validation failed:\n  - " + "\n  - ".join(self.problems))
 
 
+class SourceNotFoundError(MlopsRayError):
+    """A data source (file, directory, glob) does not exist or holds no data files."""
+
+
 class SnapshotNotFoundError(MlopsRayError):
-    """A dataset snapshot id/name does not exist in the workspace."""
+    """A dataset snapshot id/name (or one of its split files) does not exist in the workspace."""
 
 
 class SchemaError(MlopsRayError):
     """Input rows do not match a model's feature schema."""
+
+
+class TrackingError(MlopsRayError):
+    """The tracking/registry backend is unreachable or refused an operation."""
+
+
+class RegistryError(MlopsRayError):
+    """A registry operation cannot be carried out (no such version, no history, leak...)."""
+
+
+class ModelVersionNotFoundError(RegistryError):
+    """A registered model, version or alias does not exist."""
+
+
+class TrainingError(MlopsRayError):
+    """Training or tuning ran but produced no usable model (e.g. every trial failed)."""
+
+
+class ReproduceError(MlopsRayError):
+    """A run cannot be reproduced as logged."""
+
+
+class RequestError(Exception):
+    """Invalid HTTP request body (answered with 422); ``errors`` is a list of ``{"loc": [...], "msg": str}``.
+
+    Not an :class:`MlopsRayError`: it never reaches the CLI, only the HTTP layer.
+    """
+
+    MAX_ERRORS = 50
+
+    def __init__(self, errors: list[dict]):
+        self.errors = errors[: self.MAX_ERRORS]
+        super().__init__("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in self.errors))

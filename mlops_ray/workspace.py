@@ -57,7 +57,12 @@ class Workspace:
 
 
 def get_workspace(root: str | os.PathLike | None = None) -> Workspace:
-    """Workspace at ``root``, else ``$MLOPS_RAY_HOME``, else ``./.mlops`` (absolute)."""
+    """Workspace at ``root``, else ``$MLOPS_RAY_HOME``, else ``./.mlops`` (absolute).
+
+    Reading the environment is for entry points only (the CLI, jobs, the Serve builder);
+    everything below them receives a :class:`Workspace` through its
+    :class:`~mlops_ray.context.Context`.
+    """
     if root is None:
         root = os.environ.get(ENV_VAR) or DEFAULT_DIRNAME
     return Workspace(Path(root).expanduser().resolve())

@@ -36,7 +36,7 @@ from mlops_ray.data.stats import TrainStats, batch_stats, reference_statistics
 from mlops_ray.data.validate import DataSpec, ValidationReport, resolve_spec, validate_batch
 from mlops_ray.data.xxh64 import xxh64_arrow
 from mlops_ray.errors import DataValidationError
-from mlops_ray.workspace import Workspace, get_workspace
+from mlops_ray.workspace import Workspace
 
 log = logging.getLogger(__name__)
 SNAPSHOT_FORMAT = 1
@@ -194,22 +194,30 @@ def run_local(src: SourceFiles, ctx: BatchContext, batch_size: int, progress: bo
         yield process_batch(t, ctx)
 
 
-def prepare_snapshot(cfg, *, workspace: Workspace | None = None, engine: str = "ray", progress: bool = False,
+def run_ray(src: SourceFiles, ctx: BatchContext, batch_size: int) -> Iterable[BatchResult]:
+    """Ray Data engine: :func:`process_batch` over work units in one streaming pass."""
+    from mlops_ray.data import ray_io
+
+    yield from ray_io.map_units(ray_io.work_units(src), process_batch, ctx, batch_size, ctx.spec.id_column)
+
+
+def prepare_snapshot(cfg, workspace: Workspace, *, engine: str = "ray", progress: bool = False,
                      runner: Runner | None = None) -> PrepareResult:
     """Validate, split, fingerprint and publish a snapshot for ``cfg.data``; reuse an identical one.
 
     Args:
         cfg: a PipelineConfig.
+        workspace: where snapshots live (``{workspace}`` in the source path expands to it).
         engine: ``"ray"`` (Ray Data map_batches, the default) or ``"local"`` (one process).
 
     Raises:
         DataValidationError: the source breaks the contract (nothing is left behind).
     """
     t0 = time.perf_counter()
-    ws = workspace or get_workspace()
+    ws = workspace
     store = SnapshotStore(ws)
     d = cfg.data
-    src = list_source(cfg.source(), d.format)
+    src = list_source(cfg.source(ws.root), d.format)
     schema = read_schema(src, d.id_column)
     spec = resolve_spec(schema, d)
     spec_d = _spec_dict(cfg, spec)
@@ -227,9 +235,7 @@ def prepare_snapshot(cfg, *, workspace: Workspace | None = None, engine: str = "
         ctx = BatchContext(spec, d.split.salt, tuple(d.split.fractions.items()), str(staging), d.quantile_sample_rows)
         if runner is None:
             if engine == "ray":
-                from mlops_ray.data import ray_io
-
-                runner = ray_io.run_prepare
+                runner = run_ray
             elif engine == "local":
                 runner = lambda s, c, b: run_local(s, c, b, progress)  # noqa: E731
             else:

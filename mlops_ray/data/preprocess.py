@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from mlops_ray.data.stats import TrainStats
-from mlops_ray.drift.histogram import MISSING, OTHER
+from mlops_ray.data.bins import MISSING, OTHER
 
 FORMAT_VERSION = 1
 

@@ -96,13 +96,6 @@ def map_units(units: list, fn, ctx, batch_size: int, id_column: str | None = Non
             yield pickle.loads(blob)
 
 
-def run_prepare(src: SourceFiles, ctx, batch_size: int) -> Iterator:
-    """Ray engine for :func:`mlops_ray.data.prepare.prepare_snapshot`."""
-    from mlops_ray.data.prepare import process_batch
-
-    yield from map_units(work_units(src), process_batch, ctx, batch_size, ctx.spec.id_column)
-
-
 def _fingerprint_batch(table: pa.Table, ctx):
     from mlops_ray.data.fingerprint import fingerprint_partial
 
@@ -112,13 +105,6 @@ def _fingerprint_batch(table: pa.Table, ctx):
 def run_fingerprint(src: SourceFiles, batch_size: int = 131_072) -> Iterator:
     """Fingerprint partials per batch via Ray Data."""
     yield from map_units(work_units(src), _fingerprint_batch, None, batch_size)
-
-
-def run_split(src: SourceFiles, ctx, batch_size: int) -> Iterator:
-    """Split-and-write partials per batch via Ray Data (``data split``)."""
-    from mlops_ray.data.split_files import split_batch
-
-    yield from map_units(work_units(src), split_batch, ctx, batch_size, ctx.id_column)
 
 
 def _feature_table(t: pa.Table, preprocessor, label: str, idc: str) -> pa.Table:

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from mlops_ray.errors import SnapshotNotFoundError
-from mlops_ray.workspace import Workspace, get_workspace
+from mlops_ray.workspace import Workspace
 
 MANIFEST = "manifest.json"
 PREPROCESSOR = "preprocessor.json"
@@ -51,6 +51,52 @@ def write_json(path: Path, obj: Any) -> None:
 
 
 @dataclass(frozen=True)
+class SplitSpec:
+    """How rows were assigned to splits: the hash rule's salt, split fractions and id column.
+
+    The gate reads it from two model versions' registry tags to decide whether scoring
+    one on the other's test rows would leak (:func:`mlops_ray.registry.gate.leakage_problem`).
+    """
+
+    salt: str
+    fractions: tuple[tuple[str, float], ...]
+    id_column: str
+
+    def to_tags(self) -> dict[str, str]:
+        return {"salt": self.salt, "fractions": json.dumps([[k, v] for k, v in self.fractions]),
+                "id_column": self.id_column}
+
+    @classmethod
+    def from_tags(cls, tags: dict[str, str]) -> "SplitSpec":
+        """Raises KeyError naming the missing tag."""
+        return cls(tags["salt"], tuple((k, float(v)) for k, v in json.loads(tags["fractions"])), tags["id_column"])
+
+
+@dataclass(frozen=True)
+class SnapshotSpec:
+    """The typed view of a manifest's ``spec``: columns, task and split rule of a snapshot."""
+
+    task: str
+    id_column: str
+    label_column: str
+    timestamp_column: str | None
+    numeric_features: tuple[str, ...]
+    categorical_features: tuple[str, ...]
+    split: SplitSpec
+
+    @property
+    def features(self) -> list[str]:
+        return [*self.numeric_features, *self.categorical_features]
+
+    @classmethod
+    def from_manifest(cls, manifest: dict[str, Any]) -> "SnapshotSpec":
+        s = manifest["spec"]
+        return cls(s["task"], s["id_column"], s["label_column"], s.get("timestamp_column"),
+                   tuple(s["numeric_features"]), tuple(s["categorical_features"]),
+                   SplitSpec(s["salt"], tuple((k, float(v)) for k, v in s["fractions"]), s["id_column"]))
+
+
+@dataclass(frozen=True)
 class Snapshot:
     """A prepared snapshot on disk."""
 
@@ -66,6 +112,17 @@ class Snapshot:
         return self.manifest["name"]
 
     @property
+    def spec(self) -> SnapshotSpec:
+        return SnapshotSpec.from_manifest(self.manifest)
+
+    @property
+    def fingerprint(self) -> str:
+        return self.manifest["fingerprint"]
+
+    def rows(self, split: str) -> int:
+        return int(self.manifest["rows_per_split"].get(split, 0))
+
+    @property
     def split_names(self) -> list[str]:
         return list(self.manifest["rows_per_split"])
 
@@ -75,7 +132,12 @@ class Snapshot:
         return self.path / SPLITS / split
 
     def split_files(self, split: str) -> list[str]:
-        return sorted(str(p) for p in self.split_dir(split).glob("*.parquet"))
+        """The split's Parquet files; raises SnapshotNotFoundError if the directory has vanished."""
+        d = self.split_dir(split)
+        if not d.is_dir():
+            raise SnapshotNotFoundError(f"snapshot {self.id}: split directory {d} is missing; the snapshot was "
+                                        "damaged or deleted (re-run 'mlops-ray data prepare')")
+        return sorted(str(p) for p in d.glob("*.parquet"))
 
     def preprocessor(self):
         from mlops_ray.data.preprocess import Preprocessor
@@ -101,8 +163,8 @@ class Snapshot:
 class SnapshotStore:
     """Finds, lists and commits snapshots under ``<workspace>/datasets``."""
 
-    def __init__(self, workspace: Workspace | None = None):
-        self.ws = workspace or get_workspace()
+    def __init__(self, workspace: Workspace):
+        self.ws = workspace
 
     @property
     def root(self) -> Path:

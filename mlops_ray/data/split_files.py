@@ -60,7 +60,7 @@ def split_source(uri: str, id_column: str, fractions: dict[str, float], salt: st
     if engine == "ray":
         from mlops_ray.data import ray_io
 
-        parts = ray_io.run_split(src, ctx, batch_size)
+        parts = ray_io.map_units(ray_io.work_units(src), split_batch, ctx, batch_size, ctx.id_column)
     else:
         parts = (split_batch(t, ctx) for t in iter_batches(src, id_column, batch_size))
     totals = {name: 0 for name in fractions}

@@ -20,7 +20,7 @@ from fractions import Fraction
 import numpy as np
 import pyarrow as pa
 
-from mlops_ray.drift.histogram import MISSING, numeric_bin_counts, proportions
+from mlops_ray.data.bins import MISSING, numeric_bin_counts, proportions
 
 MAX_REFERENCE_CATEGORIES = 100
 

@@ -1,1 +1,1 @@
-"""Drift monitoring: reference bins (frozen at training time), mergeable counts, PSI."""
+"""Drift monitoring (PSI against the reference bins of mlops_ray.data.bins, the drift monitor): issue 10."""

@@ -15,6 +15,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from mlops_ray.data.hashing import split_boundaries
+from mlops_ray.data.snapshot import SplitSpec
+
 PROMOTE = "PROMOTE"
 KEEP = "KEEP"
 
@@ -66,23 +69,12 @@ def decide_promotion(challenger: float, champion: float | None, rule: GateRule) 
     return GateDecision(KEEP, [f"{verdict} < {need:+.4f} required"], delta)
 
 
-@dataclass(frozen=True)
-class SplitSpec:
-    """What the gate needs to know about how a model's data was split."""
-
-    salt: str
-    fractions: tuple[tuple[str, float], ...]
-    id_column: str
-
-
 def leakage_problem(champion: SplitSpec, challenger: SplitSpec, eval_split: str = "test") -> str | None:
     """Why scoring the champion on the challenger's ``eval_split`` would leak, or None if it is safe.
 
     Safe only when both used the same id column and salt and the champion's *train*
     bucket range does not overlap the challenger's evaluation bucket range.
     """
-    from mlops_ray.data.hashing import split_boundaries
-
     if champion.id_column != challenger.id_column:
         return f"id columns differ ({champion.id_column!r} vs {challenger.id_column!r})"
     if champion.salt != challenger.salt:

@@ -1,21 +1,24 @@
-"""Acting on the gate: promote, rollback, list models. Gathers inputs, applies :mod:`gate` decisions."""
+"""Acting on the gate: evaluate a version, move the deploy alias, roll back, list models.
+
+Gathers inputs and applies :mod:`~mlops_ray.registry.gate` decisions. The deploy alias is
+``serve.model_alias`` (default ``champion``): the one alias that the gate and rollback
+move and that serving and batch inference read. Every function takes the exact model
+version it acts on; none of them resolves "the latest challenger" by itself (two runs
+that finish close together must not promote each other's model).
+"""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from mlops_ray.errors import ConfigError, MlopsRayError
+from mlops_ray.data.snapshot import SplitSpec
+from mlops_ray.errors import (ModelVersionNotFoundError, RegistryError, SnapshotNotFoundError,
+                              TrackingError)
 from mlops_ray.registry import tracking
-from mlops_ray.registry.gate import GateDecision, GateRule, SplitSpec, decide_promotion, leakage_problem
+from mlops_ray.registry.gate import GateDecision, GateRule, decide_promotion, leakage_problem
 
-CHAMPION = "champion"
 CHALLENGER = "challenger"
-
-
-class RegistryError(MlopsRayError):
-    """A registry operation cannot be carried out (no such version, no history, leak...)."""
 
 
 @dataclass
@@ -25,92 +28,120 @@ class PromotionResult:
     champion_version: str | None
     scores: dict[str, float | None] = field(default_factory=dict)
     event: dict | None = None
+    alias: str = "champion"
+
+
+def deploy_alias(cfg) -> str:
+    return cfg.serve.model_alias
+
+
+def get_version(client, name: str, version: str):
+    """The registered version, or ModelVersionNotFoundError; backend failures raise TrackingError."""
+    try:
+        return client.get_model_version(name, str(version))
+    except Exception as err:
+        if tracking.is_not_found(err):
+            raise ModelVersionNotFoundError(f"model {name!r} has no version {version}") from None
+        raise TrackingError(f"cannot read model {name!r} version {version}: {type(err).__name__}: {err}") from None
 
 
 def _split_spec(mv) -> SplitSpec:
-    t = mv.tags
     try:
-        return SplitSpec(t["salt"], tuple((k, float(v)) for k, v in json.loads(t["fractions"])), t["id_column"])
+        return SplitSpec.from_tags(mv.tags)
     except KeyError as err:
         raise RegistryError(f"model version {mv.version} lacks split tag {err}; it was not registered by mlops-ray")
 
 
-def score_version(name: str, version: str, frame, y, task: str, metric: str) -> float:
-    """Load ``models:/name/version`` as a pyfunc and compute ``metric`` on raw rows."""
-    import mlflow
+def score_version(ctx, name: str, version: str, frame, y, task: str, metric: str) -> float:
+    """Load ``models:/name/version`` and compute ``metric`` on raw rows (preprocessing included)."""
     import numpy as np
 
-    from mlops_ray.train.evaluate import compute_metrics
+    from mlops_ray.model.metrics import compute_metrics
 
-    model = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
-    out = model.predict(frame)
-    if task == "binary":
-        score = out["probability"].to_numpy()
-    elif task == "multiclass":
-        score = out[[c for c in out.columns if c.startswith("probability_")]].to_numpy()
-    else:
-        score = out["prediction"].to_numpy()
-    metrics = compute_metrics(task, np.asarray(y), score)
-    if metric not in metrics:
-        raise ConfigError(f"registry.gate.metric {metric!r} is not computed for task {task!r}; use one of {sorted(metrics)}")
-    return metrics[metric]
+    model = tracking.load_pyfunc(ctx.tracking_uri, f"models:/{name}/{version}").unwrap_python_model()
+    return compute_metrics(task, np.asarray(y), model.score_frame(frame))[metric]
 
 
-def promote(cfg, version: str | None = None, *, force: bool = False) -> PromotionResult:
-    """Score challenger (or ``version``) and champion on the challenger snapshot's test split; promote if the gate says so."""
-    from mlops_ray.data.snapshot import SnapshotStore
-    from mlops_ray.train.features import load_split
+def gate(ctx, cfg, version: str, *, force: bool = False) -> PromotionResult:
+    """Score ``version`` and the current deploy-alias version on ``version``'s test rows; decide.
 
-    client = tracking.configure(cfg.mlflow)
-    name = cfg.registry.model_name
-    if version is None:
-        mv = tracking.alias_version(client, name, CHALLENGER)
-        if mv is None:
-            raise RegistryError(f"model {name!r} has no '{CHALLENGER}' version; train one first (mlops-ray train)")
-    else:
-        try:
-            mv = client.get_model_version(name, str(version))
-        except Exception:
-            raise RegistryError(f"model {name!r} has no version {version}") from None
-    champ = tracking.alias_version(client, name, CHAMPION)
+    Records the decision on the version (tags ``gate.*``) but moves no alias: see :func:`deploy`.
+    """
+    from mlops_ray.data.splits import load_split
+
+    client = ctx.client
+    name, alias = cfg.registry.model_name, deploy_alias(cfg)
+    mv = get_version(client, name, version)
+    champ = tracking.alias_version(client, name, alias)
     if champ is not None and str(champ.version) == str(mv.version):
-        return PromotionResult(GateDecision("KEEP", [f"version {mv.version} is already champion"]), str(mv.version),
-                               str(champ.version))
-    gate = cfg.registry.gate
-    rule = GateRule(gate.metric, gate.direction, gate.min_improvement_abs, gate.min_improvement_rel)
-    snap = SnapshotStore().find(mv.tags.get("snapshot_id", "?"))
-    task = snap.manifest["spec"]["task"]
+        return PromotionResult(GateDecision("KEEP", [f"version {mv.version} is already {alias}"]), str(mv.version),
+                               str(champ.version), alias=alias)
+    sid = mv.tags.get("snapshot_id", "?")
+    try:
+        snap = ctx.snapshots.find(sid)
+    except SnapshotNotFoundError:
+        raise RegistryError(f"version {mv.version} was trained on snapshot {sid}, which is not in this workspace "
+                            f"({ctx.workspace.root}); the gate scores on that snapshot's test rows") from None
+    spec = snap.spec
+    g = cfg.registry.gate
+    rule = GateRule(g.metric_for(spec.task), g.direction_for(spec.task), g.min_improvement_abs, g.min_improvement_rel)
     test = load_split(snap, "test", snap.preprocessor(), keep_frame=True)
-    spec = snap.manifest["spec"]
-    test.frame = test.frame[spec["numeric_features"] + spec["categorical_features"]]
     if len(test) == 0:
         raise RegistryError(f"snapshot {snap.id} has an empty test split; cannot compare models")
-    scores: dict[str, float | None] = {"challenger": score_version(name, mv.version, test.frame, test.y, task, gate.metric),
-                                       "champion": None}
+    frame = test.frame[spec.features]
+    scores: dict[str, float | None] = {
+        "challenger": score_version(ctx, name, mv.version, frame, test.y, spec.task, rule.metric), "champion": None}
     if champ is not None:
         leak = leakage_problem(_split_spec(champ), _split_spec(mv))
         if leak and not force:
-            raise RegistryError(f"refusing to compare v{champ.version} (champion) with v{mv.version}: {leak}. "
+            raise RegistryError(f"refusing to compare v{champ.version} ({alias}) with v{mv.version}: {leak}. "
                                 "Re-split with the champion's salt, or pass --force to promote without comparison")
         if not leak:
-            scores["champion"] = score_version(name, champ.version, test.frame, test.y, task, gate.metric)
+            scores["champion"] = score_version(ctx, name, champ.version, frame, test.y, spec.task, rule.metric)
     decision = decide_promotion(scores["challenger"], scores["champion"], rule)
     if force and not decision.promote:
         decision = GateDecision("PROMOTE", decision.reasons + ["forced by operator"], decision.improvement)
     client.set_model_version_tag(name, mv.version, "gate.decision", decision.action)
     client.set_model_version_tag(name, mv.version, "gate.reasons", "; ".join(decision.reasons)[:4000])
-    event = None
-    if decision.promote:
-        event = tracking.move_alias(client, name, CHAMPION, mv.version, action="promote",
-                                    reason="; ".join(decision.reasons))
-    return PromotionResult(decision, str(mv.version), str(champ.version) if champ else None, scores, event)
+    client.set_model_version_tag(name, mv.version, "gate.forced", str(bool(force and "forced by operator"
+                                                                           in decision.reasons)).lower())
+    return PromotionResult(decision, str(mv.version), str(champ.version) if champ else None, scores, alias=alias)
 
 
-def champion_stack(events: list[dict]) -> list[str]:
-    """Replay alias events: promotions push, rollbacks pop. Pure; returns versions, current last."""
+def deploy(ctx, cfg, version: str, reason: str, *, action: str = "promote") -> dict:
+    """Point the deploy alias at ``version`` (running services follow it); returns the history event."""
+    name = cfg.registry.model_name
+    get_version(ctx.client, name, version)
+    return tracking.move_alias(ctx.client, name, deploy_alias(cfg), version, action=action, reason=reason)
+
+
+def promote(ctx, cfg, version: str, *, force: bool = False) -> PromotionResult:
+    """Gate exactly ``version`` and, if the gate (or ``force``) says PROMOTE, deploy it."""
+    if version is None:
+        raise RegistryError("promote needs the exact version to gate (the CLI resolves 'challenger' for you)")
+    res = gate(ctx, cfg, version, force=force)
+    if res.decision.promote:
+        res.event = deploy(ctx, cfg, res.challenger_version, "; ".join(res.decision.reasons),
+                           action="force-promote" if force and "forced by operator" in res.decision.reasons
+                           else "promote")
+    return res
+
+
+def challenger_version(ctx, cfg) -> str:
+    """The version behind the ``challenger`` alias now (for the CLI's default)."""
+    name = cfg.registry.model_name
+    mv = tracking.alias_version(ctx.client, name, CHALLENGER)
+    if mv is None:
+        raise ModelVersionNotFoundError(f"model {name!r} has no '{CHALLENGER}' version; train one first "
+                                        "(mlops-ray train) or pass --version")
+    return str(mv.version)
+
+
+def deploy_stack(events: list[dict], alias: str) -> list[str]:
+    """Replay ``alias``'s events: promotions push, rollbacks pop. Pure; returns versions, current last."""
     stack: list[str] = []
     for e in events:
-        if e["alias"] != CHAMPION:
+        if e["alias"] != alias:
             continue
         if e["action"] == "rollback":
             if stack:
@@ -122,27 +153,29 @@ def champion_stack(events: list[dict]) -> list[str]:
     return stack
 
 
-def rollback(cfg, reason: str = "manual rollback") -> dict:
-    """Point ``champion`` back at the previous champion (one step per call)."""
-    client = tracking.configure(cfg.mlflow)
-    name = cfg.registry.model_name
-    stack = champion_stack(tracking.alias_history(client, name))
+def rollback(ctx, cfg, reason: str = "manual rollback") -> dict:
+    """Point the deploy alias back at its previous version (one step per call)."""
+    name, alias = cfg.registry.model_name, deploy_alias(cfg)
+    stack = deploy_stack(tracking.alias_history(ctx.client, name), alias)
     if len(stack) < 2:
-        raise RegistryError(f"model {name!r} has no previous champion to roll back to (history: {stack or 'empty'})")
-    return tracking.move_alias(client, name, CHAMPION, stack[-2], action="rollback", reason=reason)
+        raise RegistryError(f"model {name!r} has no previous {alias!r} version to roll back to "
+                            f"(history: {stack or 'empty'})")
+    return tracking.move_alias(ctx.client, name, alias, stack[-2], action="rollback", reason=reason)
 
 
-def list_models(cfg) -> list[dict[str, Any]]:
+def list_models(ctx, cfg) -> list[dict[str, Any]]:
     """Versions with aliases, key metrics and data fingerprints (newest first)."""
-    client = tracking.configure(cfg.mlflow)
-    name = cfg.registry.model_name
+    client, name = ctx.client, cfg.registry.model_name
     out = []
     aliases = tracking.aliases_by_version(client, name)
     for mv in reversed(tracking.list_versions(client, name)):
+        gate_state = mv.tags.get("gate.decision")
+        if gate_state and mv.tags.get("gate.forced") == "true":
+            gate_state += " (forced)"
         out.append({
             "version": str(mv.version), "aliases": aliases.get(str(mv.version), []), "run_id": mv.run_id,
             "snapshot_id": mv.tags.get("snapshot_id"), "data_fingerprint": mv.tags.get("data_fingerprint", "")[:12],
             "metrics": {k: v for k, v in mv.tags.items() if k.startswith("test_")},
-            "gate": mv.tags.get("gate.decision"), "created": mv.creation_timestamp,
+            "gate": gate_state, "created": mv.creation_timestamp,
         })
     return out

@@ -17,27 +17,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from mlops_ray.errors import ConfigError, MlopsRayError
+from mlops_ray.errors import ConfigError, MlopsRayError, ModelVersionNotFoundError, TrackingError
 
 ALIAS_EVENT_PREFIX = "mlops_ray.alias_event."
 _PKG_DIR = Path(__file__).resolve().parents[1]
+_URI_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
 
 
-class TrackingError(MlopsRayError):
-    """The tracking/registry backend is unreachable or refused an operation."""
-
-
-def configure(mlflow_cfg):
-    """Point MLflow at the configured tracking/registry URI and check it is reachable.
-
-    Returns:
-        an ``MlflowClient`` for that URI.
-    """
-    import mlflow
-    from mlflow.tracking import MlflowClient
-
-    uri = mlflow_cfg.resolved_tracking_uri()
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+def check_uri(uri: str) -> None:
+    """Refuse tracking URIs MLflow 3 cannot use, and unreachable servers, with a clear message."""
     if uri.startswith("sqlite:///"):
         Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
     elif uri.startswith(("http://", "https://")):
@@ -52,24 +40,75 @@ def configure(mlflow_cfg):
         if os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").lower() != "true":
             raise ConfigError(f"mlflow.tracking_uri {uri!r}: MLflow 3 rejects file stores; use sqlite:///PATH "
                               "(the default) or a server URI")
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
+
+
+def connect(uri: str, experiment: str, artifact_root: Path | None = None):
+    """An ``MlflowClient`` for ``uri`` and the id of ``experiment`` (created on first use).
+
+    Touches no module-level MLflow state: two clients for two stores coexist in one process.
+
+    Args:
+        artifact_root: where a new experiment keeps artifacts when the store is SQLite (the workspace).
+    """
+    from mlflow.tracking import MlflowClient
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    check_uri(uri)
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     try:
-        exp = mlflow_cfg.experiment
-        if client.get_experiment_by_name(exp) is None:
-            artifact_root = None
-            if uri.startswith("sqlite:///"):
-                from mlops_ray.workspace import get_workspace
-
-                artifact_root = get_workspace().ensure("artifacts").as_uri()
-            client.create_experiment(exp, artifact_location=artifact_root)
-        mlflow.set_experiment(exp)
+        exp = client.get_experiment_by_name(experiment)
+        if exp is not None:
+            return client, exp.experiment_id
+        location = artifact_root.as_uri() if artifact_root is not None and uri.startswith("sqlite:///") else None
+        if artifact_root is not None and location:
+            artifact_root.mkdir(parents=True, exist_ok=True)
+        return client, client.create_experiment(experiment, artifact_location=location)
     except MlopsRayError:
         raise
     except Exception as err:
         raise TrackingError(f"cannot use MLflow at {uri}: {type(err).__name__}: {err}") from None
-    return client
+
+
+@contextmanager
+def scope(uri: str) -> Iterator[None]:
+    """Point MLflow's fluent API (runs, ``log_model``, ``load_model``) at ``uri`` for a block, then restore.
+
+    MLflow's fluent functions read one process-wide URI; this is the only place that sets
+    it, and it always puts back what was there (URI and environment variables), so a
+    context's store never leaks into code that runs after it.
+    """
+    import mlflow
+    from mlflow.tracking._model_registry import utils as reg_utils
+    from mlflow.tracking._tracking_service import utils as trk_utils
+
+    old_tracking, old_registry = trk_utils._tracking_uri, reg_utils._registry_uri
+    old_env = {k: os.environ.get(k) for k in _URI_ENV}
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(old_tracking)
+        reg_utils._registry_uri = old_registry
+        for k, v in old_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def load_pyfunc(uri: str, model_uri: str):
+    """``mlflow.pyfunc.load_model(model_uri)`` against the store at ``uri``."""
+    import mlflow
+
+    with scope(uri):
+        return mlflow.pyfunc.load_model(model_uri)
+
+
+def is_not_found(err: Exception) -> bool:
+    """True when an MLflow error means "no such entity" (not a backend failure)."""
+    code = getattr(err, "error_code", "")
+    return code in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND", "INVALID_PARAMETER_VALUE") or "not found" in str(err).lower()
 
 
 def code_version() -> dict[str, str]:
@@ -104,11 +143,14 @@ def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
 
 
 @contextmanager
-def run(run_name: str, *, nested: bool = False, tags: dict | None = None) -> Iterator[Any]:
+def run(ctx, run_name: str, *, nested: bool = False, tags: dict | None = None) -> Iterator[Any]:
+    """An MLflow run in ``ctx``'s store and experiment; the fluent log functions below write to it."""
     import mlflow
 
-    with mlflow.start_run(run_name=run_name, nested=nested, tags=tags or {}) as r:
-        yield r
+    with scope(ctx.tracking_uri):
+        with mlflow.start_run(run_name=run_name, nested=nested, tags=tags or {},
+                              experiment_id=None if nested else ctx.experiment_id) as r:
+            yield r
 
 
 def log_params(params: dict[str, Any]) -> None:
@@ -174,27 +216,29 @@ def log_snapshot_input(snapshot, context: str = "training") -> None:
                                                 "source": str(m["source"]["uri"])[:500]})
 
 
-def log_pyfunc_model(*, flavor: str, model_path: str, preprocessor, reference_stats: dict, meta: dict,
+def log_pyfunc_model(*, kind, model_path: str, preprocessor, reference_stats: dict, meta: dict,
                      input_example, output_example) -> str:
-    """Log the self-contained pyfunc (preprocessing + model + this package's code); returns its URI."""
+    """Log the self-contained pyfunc (preprocessing + model + this package's code); returns its URI.
+
+    Args:
+        kind: the :class:`~mlops_ray.model.kinds.ModelKind` of the estimator at ``model_path``.
+    """
     import importlib.metadata as md
 
     import mlflow
     from mlflow.models import infer_signature
 
-    from mlops_ray.registry.pyfunc_model import (ARTIFACT_META, ARTIFACT_MODEL, ARTIFACT_PREPROCESSOR,
-                                                 ARTIFACT_REFERENCE, TabularModel)
+    from mlops_ray.model.tabular import ARTIFACT_META, ARTIFACT_MODEL, ARTIFACT_PREPROCESSOR, ARTIFACT_REFERENCE, TabularModel
 
     with tempfile.TemporaryDirectory() as tmp:
         t = Path(tmp)
         preprocessor.save(t / "preprocessor.json")
         (t / "reference_stats.json").write_text(json.dumps(reference_stats))
-        (t / "meta.json").write_text(json.dumps(dict(meta, flavor=flavor)))
+        (t / "meta.json").write_text(json.dumps(dict(meta, flavor=kind.name)))
         artifacts = {ARTIFACT_MODEL: model_path, ARTIFACT_PREPROCESSOR: str(t / "preprocessor.json"),
                      ARTIFACT_META: str(t / "meta.json"), ARTIFACT_REFERENCE: str(t / "reference_stats.json")}
         reqs = [f"{p}=={md.version(p)}" for p in ("mlflow", "numpy", "pandas", "pyarrow", "scikit-learn")]
-        if flavor == "xgboost":
-            reqs.append(f"xgboost=={md.version('xgboost')}")
+        reqs += [r for r in kind.requirements() if r not in reqs]
         info = mlflow.pyfunc.log_model(
             name="model", python_model=TabularModel(), artifacts=artifacts, code_paths=[str(_PKG_DIR)],
             signature=infer_signature(input_example, output_example), input_example=input_example,

@@ -26,6 +26,9 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from ray import serve
 
+from pydantic import BaseModel, ConfigDict
+
+from mlops_ray.config import ServeSettings
 from mlops_ray.serve.model_store import LoadedModel, load_version, resolve_version
 from mlops_ray.serve.schema import RequestError, mlflow_payload_to_records, records_to_table
 
@@ -49,15 +52,12 @@ def _error(status: int, detail: Any) -> JSONResponse:
                   logging_config={"enable_access_log": False}, health_check_period_s=5)
 @serve.ingress(api)
 class ModelServer:
-    def __init__(self, settings: dict[str, Any]):
-        import mlflow
+    def __init__(self, settings: ServeSettings):
         from mlflow.tracking import MlflowClient
 
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-        self.settings = dict(settings)
-        mlflow.set_tracking_uri(settings["tracking_uri"])
-        mlflow.set_registry_uri(settings["tracking_uri"])
-        self.client = MlflowClient(settings["tracking_uri"], settings["tracking_uri"])
+        self.settings = ServeSettings.model_validate(settings)
+        self.client = MlflowClient(self.settings.tracking_uri, self.settings.tracking_uri)
         self.current: LoadedModel | None = None
         self._reload_lock = asyncio.Lock()
         self._last_error: str | None = None
@@ -84,25 +84,25 @@ class ModelServer:
                                          tag_keys=("model_version",))
         self.m_rows = metrics.Counter("mlops_rows_scored_total", "Rows scored", tag_keys=("model_version",))
 
-    def _apply_batching(self, s: dict) -> None:
-        self._score_batch.set_max_batch_size(int(s.get("max_batch_size", 32)))
-        self._score_batch.set_batch_wait_timeout_s(float(s.get("batch_wait_timeout_s", 0.001)))
+    def _apply_batching(self, s: ServeSettings) -> None:
+        self._score_batch.set_max_batch_size(s.max_batch_size)
+        self._score_batch.set_batch_wait_timeout_s(s.batch_wait_timeout_s)
 
     def _load_now(self) -> LoadedModel:
         s = self.settings
-        version = resolve_version(self.client, s["model_name"], s.get("alias"), s.get("version"))
-        return load_version(self.client, s["model_name"], version, s.get("alias"))
+        version = resolve_version(self.client, s.model_name, s.alias, s.version)
+        return load_version(self.client, s.tracking_uri, s.model_name, version, s.alias)
 
     async def _check_for_new_version(self) -> bool:
         """Load and swap in the version behind the alias if it moved; True if swapped."""
         async with self._reload_lock:
             s = self.settings
             try:
-                version = await asyncio.to_thread(resolve_version, self.client, s["model_name"], s.get("alias"),
-                                                  s.get("version"))
+                version = await asyncio.to_thread(resolve_version, self.client, s.model_name, s.alias, s.version)
                 if self.current is not None and version == self.current.version:
                     return False
-                loaded = await asyncio.to_thread(load_version, self.client, s["model_name"], version, s.get("alias"))
+                loaded = await asyncio.to_thread(load_version, self.client, s.tracking_uri, s.model_name, version,
+                                                 s.alias)
             except Exception as err:
                 self._last_error = f"{type(err).__name__}: {err}"
                 log.warning("model check failed (keeping %s): %s",
@@ -111,17 +111,18 @@ class ModelServer:
             previous = self.current.version if self.current else None
             self.current = loaded  # atomic swap; in-flight requests keep their own reference
             self._last_error = None
-            log.info("serving %s v%s (was v%s)", s["model_name"], loaded.version, previous)
+            log.info("serving %s v%s (was v%s)", s.model_name, loaded.version, previous)
             return True
 
     async def _poll(self) -> None:
         while True:
-            await asyncio.sleep(float(self.settings.get("poll_interval_s", 5.0)))
+            await asyncio.sleep(self.settings.poll_interval_s)
             await self._check_for_new_version()
 
     async def reconfigure(self, user_config: dict) -> None:
         """Serve calls this on ``user_config`` changes (``mlops-ray serve reload``, config edits)."""
-        self.settings.update({k: v for k, v in (user_config or {}).items() if k != "reload_token"})
+        update = {k: v for k, v in (user_config or {}).items() if k != "reload_token"}
+        self.settings = ServeSettings.model_validate({**self.settings.model_dump(), **update})
         self._apply_batching(self.settings)
         if getattr(self, "_poller", None) is not None:  # not during __init__: it loads the model itself
             await self._check_for_new_version()
@@ -145,7 +146,7 @@ class ModelServer:
         return out
 
     async def _read_json(self, request: Request):
-        limit = int(self.settings.get("max_body_bytes", 1 << 20))
+        limit = self.settings.max_body_bytes
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > limit:
             return None, _error(413, f"request body of {declared} bytes exceeds the limit of {limit} bytes")
@@ -206,7 +207,7 @@ class ModelServer:
         if isinstance(res, JSONResponse):
             return res
         model, scores = res
-        return {**model.format(scores), "model": {"name": model.name, "version": model.version,
+        return {**model.prediction(scores).to_json(), "model": {"name": model.name, "version": model.version,
                                                   "run_id": model.run_id},
                 "request_id": uuid.uuid4().hex}
 
@@ -218,15 +219,8 @@ class ModelServer:
         if isinstance(res, JSONResponse):
             return res
         model, scores = res
-        f = model.format(scores)
-        if model.task == "binary":
-            preds = [{"prediction": a, "probability": b} for a, b in zip(f["predictions"], f["probabilities"])]
-        elif model.task == "multiclass":
-            preds = [{"prediction": a, **{f"probability_{k}": v for k, v in enumerate(p)}}
-                     for a, p in zip(f["predictions"], f["probabilities"])]
-        else:
-            preds = [{"prediction": a} for a in f["predictions"]]
-        return JSONResponse({"predictions": preds}, headers={"x-model-version": model.version})
+        return JSONResponse({"predictions": model.prediction(scores).records()},
+                            headers={"x-model-version": model.version})
 
     @api.get("/health", summary="Ready when a model is loaded")
     async def health(self):
@@ -246,14 +240,6 @@ class ModelServer:
         return {"swapped": swapped, "model_version": self.current.version if self.current else None}
 
 
-def settings_from_config(cfg) -> dict[str, Any]:
-    s = cfg.serve
-    return {"tracking_uri": cfg.mlflow.resolved_tracking_uri(), "model_name": cfg.registry.model_name,
-            "alias": s.model_alias, "version": None, "poll_interval_s": s.poll_interval_s,
-            "max_body_bytes": s.max_body_bytes, "max_batch_size": s.max_batch_size,
-            "batch_wait_timeout_s": s.batch_wait_timeout_s}
-
-
 def deployment_options(cfg) -> dict[str, Any]:
     s = cfg.serve
     return {
@@ -267,26 +253,48 @@ def deployment_options(cfg) -> dict[str, Any]:
     }
 
 
-def build_from_config(cfg, **user_config):
-    """The Serve application for a pipeline config."""
-    settings = settings_from_config(cfg)
+def build_from_config(ctx, cfg, **user_config):
+    """The Serve application for a pipeline config in ``ctx``'s registry."""
+    settings = ServeSettings.from_config(cfg, ctx.tracking_uri)
     return ModelServer.options(**deployment_options(cfg), user_config=user_config or None).bind(settings)
 
 
-def build_app(args: dict[str, Any]):
-    """Application builder for ``serve run`` / ``serve deploy`` (``import_path: mlops_ray.serve.app:build_app``).
+class AppArgs(BaseModel):
+    """Arguments of :func:`build_app` (``args:`` in a Serve config file); Serve validates them."""
 
-    ``args.config`` is a pipeline YAML (relative paths resolve against ``$MLOPS_RAY_PROJECT_DIR``
-    or the current directory); options under ``deployments`` in the Serve config override it.
+    model_config = ConfigDict(extra="forbid")
+
+    config: str = "examples/quickstart.yaml"  # pipeline YAML; relative to $MLOPS_RAY_PROJECT_DIR or the cwd
+    workspace: str | None = None  # default $MLOPS_RAY_HOME, else ./.mlops
+    model_alias: str | None = None
+    version: str | None = None
+    poll_interval_s: float | None = None
+    max_body_bytes: int | None = None
+    max_batch_size: int | None = None
+    batch_wait_timeout_s: float | None = None
+
+
+def build_app(args: AppArgs):
+    """Typed application builder for ``serve run`` / ``serve deploy`` (``import_path: mlops_ray.serve.app:build_app``).
+
+    An entry point: builds the :class:`~mlops_ray.context.Context` from ``args.workspace`` (or
+    ``$MLOPS_RAY_HOME``); options under ``deployments`` in the Serve config override replica settings.
     """
     from pathlib import Path
 
     from mlops_ray.config import load_config
+    from mlops_ray.context import Context
 
-    path = Path(args.get("config", "examples/quickstart.yaml"))
+    if isinstance(args, dict):  # called directly with a dict
+        args = AppArgs.model_validate(args)
+    path = Path(args.config)
     if not path.is_absolute():
         path = Path(os.environ.get("MLOPS_RAY_PROJECT_DIR", os.getcwd())) / path
     cfg = load_config(path)
-    settings = settings_from_config(cfg)
-    settings.update({k: v for k, v in args.items() if k in settings})
+    ctx = Context.create(cfg, workspace=args.workspace)
+    settings = ServeSettings.from_config(cfg, ctx.tracking_uri)
+    overrides = {k: v for k, v in args.model_dump().items() if v is not None and k not in ("config", "workspace")}
+    if "model_alias" in overrides:
+        overrides["alias"] = overrides.pop("model_alias")
+    settings = ServeSettings.model_validate({**settings.model_dump(), **overrides})
     return ModelServer.bind(settings)

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from mlops_ray.model.prediction import Prediction
 from mlops_ray.serve.schema import FeatureSchema
 
 
@@ -22,7 +23,7 @@ class LoadedModel:
     version: str
     alias: str | None
     run_id: str
-    model: Any  # mlops_ray.registry.pyfunc_model.TabularModel
+    model: Any  # mlops_ray.model.tabular.TabularModel
     schema: FeatureSchema
     loaded_at: float = field(default_factory=time.time)
 
@@ -42,29 +43,34 @@ class LoadedModel:
     def scores(self, x: np.ndarray) -> np.ndarray:
         return self.model.scores(x)
 
-    def format(self, scores: np.ndarray) -> dict[str, list]:
-        """``predictions`` (+ ``probabilities`` for classification) as JSON-ready lists."""
-        if self.task == "binary":
-            p = scores.astype(np.float64)
-            return {"predictions": (p >= 0.5).astype(int).tolist(), "probabilities": p.tolist()}
-        if self.task == "multiclass":
-            return {"predictions": scores.argmax(axis=1).astype(int).tolist(),
-                    "probabilities": scores.astype(np.float64).tolist()}
-        return {"predictions": scores.astype(np.float64).tolist()}
+    def prediction(self, scores: np.ndarray) -> Prediction:
+        return Prediction(self.task, scores)
 
 
 def resolve_version(client, name: str, alias: str | None, version: str | None) -> str:
+    """``version`` if given, else the version behind ``name@alias``.
+
+    Raises:
+        ModelVersionNotFoundError: no such alias; TrackingError: the registry failed.
+    """
+    from mlops_ray.errors import ModelVersionNotFoundError, TrackingError
+    from mlops_ray.registry import tracking
+
     if version:
         return str(version)
-    mv = client.get_model_version_by_alias(name, alias)
+    try:
+        mv = client.get_model_version_by_alias(name, alias)
+    except Exception as err:
+        if tracking.is_not_found(err):
+            raise ModelVersionNotFoundError(f"model {name!r} has no alias {alias!r}") from None
+        raise TrackingError(f"cannot read {name}@{alias}: {type(err).__name__}: {err}") from None
     return str(mv.version)
 
 
-def load_version(client, name: str, version: str, alias: str | None = None) -> LoadedModel:
+def load_version(client, tracking_uri: str, name: str, version: str, alias: str | None = None) -> LoadedModel:
     """Load ``models:/name/version`` (pyfunc with preprocessing) for fast in-process scoring."""
-    import mlflow
+    from mlops_ray.registry import tracking
 
     mv = client.get_model_version(name, version)
-    pyfunc = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
-    model = pyfunc.unwrap_python_model()
+    model = tracking.load_pyfunc(tracking_uri, f"models:/{name}/{version}").unwrap_python_model()
     return LoadedModel(name, str(version), alias, mv.run_id, model, FeatureSchema.from_meta(model.meta))

@@ -32,29 +32,27 @@ def wait_healthy(url: str, timeout_s: float = 120.0) -> dict:
     raise TimeoutError(f"service at {url} not healthy after {timeout_s:.0f}s: {last}")
 
 
-def start_service(cfg, *, timeout_s: float = 180.0) -> str:
+def start_service(ctx, cfg, *, timeout_s: float = 180.0) -> str:
     """Deploy the app on the current (or a new local) Ray cluster; returns the base URL once healthy."""
     from ray import serve
 
+    from mlops_ray.errors import ModelVersionNotFoundError
     from mlops_ray.ray_runtime import ensure_ray
     from mlops_ray.registry import tracking
     from mlops_ray.serve.app import build_from_config
 
-    client = tracking.configure(cfg.mlflow)
-    if tracking.alias_version(client, cfg.registry.model_name, cfg.serve.model_alias) is None:
-        from mlops_ray.errors import MlopsRayError
-
-        raise MlopsRayError(f"model {cfg.registry.model_name!r} has no '{cfg.serve.model_alias}' version to serve; "
-                            "train and promote one first (mlops-ray train / promote)")
+    if tracking.alias_version(ctx.client, cfg.registry.model_name, cfg.serve.model_alias) is None:
+        raise ModelVersionNotFoundError(f"model {cfg.registry.model_name!r} has no '{cfg.serve.model_alias}' version "
+                                        "to serve; train and promote one first (mlops-ray train / promote)")
     ensure_ray()
     serve.start(http_options={"host": cfg.serve.host, "port": cfg.serve.port})
-    serve.run(build_from_config(cfg), name=APP_NAME, route_prefix="/", blocking=False)
+    serve.run(build_from_config(ctx, cfg), name=APP_NAME, route_prefix="/", blocking=False)
     url = service_url(cfg)
     wait_healthy(url, timeout_s)
     return url
 
 
-def reload_service(cfg) -> None:
+def reload_service(ctx, cfg) -> None:
     """Make every replica check the registry now (a user_config change reconfigures replicas in place)."""
     from ray import serve
 
@@ -62,7 +60,7 @@ def reload_service(cfg) -> None:
     from mlops_ray.serve.app import build_from_config
 
     ensure_ray(address="auto")
-    serve.run(build_from_config(cfg, reload_token=uuid.uuid4().hex), name=APP_NAME, route_prefix="/",
+    serve.run(build_from_config(ctx, cfg, reload_token=uuid.uuid4().hex), name=APP_NAME, route_prefix="/",
               blocking=False)
 
 
@@ -73,7 +71,7 @@ def stop_service() -> None:
     serve.shutdown()
 
 
-def serve_forever(cfg, echo=print) -> None:
+def serve_forever(ctx, cfg, echo=print) -> None:
     """Run the service in the foreground until Ctrl-C or SIGTERM, then shut down what we started."""
     import ray
 
@@ -85,7 +83,7 @@ def serve_forever(cfg, echo=print) -> None:
     ensure_ray()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    url = start_service(cfg)
+    url = start_service(ctx, cfg)
     echo(f"serving {cfg.registry.model_name}@{cfg.serve.model_alias} at {url}  (docs: {url}/docs; Ctrl-C to stop)")
     while not stop.is_set():
         stop.wait(1.0)

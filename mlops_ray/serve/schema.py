@@ -18,15 +18,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-MAX_ERRORS = 50
+from mlops_ray.errors import RequestError
 
-
-class RequestError(Exception):
-    """Invalid request body; ``errors`` is a list of ``{"loc": [...], "msg": str}``."""
-
-    def __init__(self, errors: list[dict[str, Any]]):
-        self.errors = errors[:MAX_ERRORS]
-        super().__init__("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in self.errors))
+MAX_ERRORS = RequestError.MAX_ERRORS
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from mlops_ray.data.hashing import assign_splits
-from mlops_ray.train.evaluate import compute_metrics
+from mlops_ray.model.metrics import compute_metrics
 
 
 def assign_folds(ids, salt: str, k: int) -> np.ndarray:
@@ -38,32 +38,19 @@ def cross_validate(cfg, snapshot, k: int, nthread: int, param_overrides: dict | 
     """
     import pyarrow as pa
 
-    from mlops_ray.train.features import SplitData, load_split
+    from mlops_ray.data.splits import SplitData, load_split
+    from mlops_ray.train.kinds import train_kind
 
     pre = snapshot.preprocessor()
-    spec = snapshot.manifest["spec"]
+    spec = snapshot.spec
     data = load_split(snapshot, "train", pre)
-    folds = assign_folds(pa.array(data.ids.astype(str)), spec["salt"], k)
-    task = spec["task"]
+    folds = assign_folds(pa.array(data.ids.astype(str)), spec.split.salt, k)
+    task = spec.task
     per_fold = []
     for i in range(k):
         tr, te = folds != i, folds == i
         train = SplitData(data.x[tr], data.y[tr], None, data.ids[tr])
         test = SplitData(data.x[te], data.y[te], None, data.ids[te])
-        if cfg.model.type == "xgboost":
-            from mlops_ray.train.xgboost_trainer import boost, loop_config, make_dmatrix
-
-            loop = loop_config(cfg, snapshot, nthread, "", param_overrides)
-            booster = boost(loop, make_dmatrix(train, pre.feature_names, nthread),
-                            make_dmatrix(test, pre.feature_names, nthread), loop["num_boost_round"], {})
-            score = np.asarray(booster.inplace_predict(test.x))
-        else:
-            from mlops_ray.registry.pyfunc_model import TabularModel
-            from mlops_ray.train.sklearn_trainer import build_estimator
-
-            est = build_estimator(cfg.model.estimator, dict(cfg.model.params, **(param_overrides or {})),
-                                  cfg.model.seed)
-            est.fit(train.x, train.y)
-            score = TabularModel.from_parts(task, pre, estimator=est).scores(test.x)
+        score = train_kind(cfg.model.type).fit_fold(cfg, snapshot, pre, train, test, nthread, param_overrides)
         per_fold.append(compute_metrics(task, test.y, score))
     return {"folds": per_fold, "summary": summarize_folds(per_fold)}

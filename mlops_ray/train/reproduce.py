@@ -12,11 +12,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from mlops_ray.errors import MlopsRayError, SnapshotNotFoundError
-
-
-class ReproduceError(MlopsRayError):
-    """The run cannot be reproduced as logged."""
+from mlops_ray.errors import ReproduceError, SnapshotNotFoundError
 
 
 @dataclass
@@ -31,30 +27,33 @@ class Comparison:
         return all(a == b for _, a, b in self.rows)
 
 
-def reproduce_run(run_id: str, *, mlflow_cfg=None, allow_code_change: bool = False) -> Comparison:
+def reproduce_run(ctx, run_id: str, *, allow_code_change: bool = False) -> Comparison:
+    """Re-train ``run_id`` from what it logged, in ``ctx``'s workspace and store; compare metrics."""
     import mlflow
+    import yaml
 
-    from mlops_ray.config import MlflowConfig, config_from_dict
-    from mlops_ray.data.snapshot import SnapshotStore
+    from mlops_ray.config import config_from_dict
+    from mlops_ray.errors import TrackingError
     from mlops_ray.registry import tracking
     from mlops_ray.train.execution import ExecutionPlan
     from mlops_ray.train.run import train_model
 
-    import yaml
-
-    client = tracking.configure(mlflow_cfg or MlflowConfig())
+    client = ctx.client
     try:
         run = client.get_run(run_id)
-    except Exception:
-        raise ReproduceError(f"run {run_id!r} not found at {mlflow.get_tracking_uri()}") from None
+    except Exception as err:
+        if tracking.is_not_found(err):
+            raise ReproduceError(f"run {run_id!r} not found at {ctx.tracking_uri}") from None
+        raise TrackingError(f"cannot read run {run_id!r} at {ctx.tracking_uri}: {type(err).__name__}: {err}") from None
     tags, params = run.data.tags, run.data.params
     if "snapshot_id" not in tags:
         raise ReproduceError(f"run {run_id} was not logged by mlops-ray train/tune (no snapshot_id tag)")
     with tempfile.TemporaryDirectory() as tmp:
-        path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="config.yaml", dst_path=tmp)
+        path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="config.yaml", dst_path=tmp,
+                                                   tracking_uri=ctx.tracking_uri)
         cfg = config_from_dict(yaml.safe_load(Path(path).read_text()), origin=f"run {run_id} config.yaml")
     try:
-        snap = SnapshotStore().find(tags["snapshot_id"])
+        snap = ctx.snapshots.find(tags["snapshot_id"])
     except SnapshotNotFoundError:
         raise ReproduceError(f"snapshot {tags['snapshot_id']} used by run {run_id} is gone from the workspace; "
                              "re-prepare the exact same source data and split spec to restore it") from None
@@ -72,8 +71,7 @@ def reproduce_run(run_id: str, *, mlflow_cfg=None, allow_code_change: bool = Fal
     nworkers = int(params.get("execution.num_workers", 0))
     nthread = int(params.get("execution.nthread", 1))
     plan = ExecutionPlan(mode, nworkers, float(nthread), nthread, f"reproducing run {run_id}")
-    cfg.mlflow = mlflow_cfg or cfg.mlflow
-    res = train_model(cfg, snapshot_ref=snap.id, param_overrides=overrides, register=False, plan=plan,
+    res = train_model(ctx, cfg, snap, param_overrides=overrides, register=False, plan=plan,
                       run_name=f"reproduce-{run_id[:8]}", tags={"reproduces": run_id})
     rows = [(k, float(v), float(res.metrics[k])) for k, v in sorted(run.data.metrics.items())
             if (k.startswith("valid_") or k.startswith("test_")) and k in res.metrics]

@@ -14,6 +14,8 @@ from pathlib import Path
 
 from mlops_ray.errors import ConfigError
 
+MODEL_FILE = "model.joblib"
+
 
 def import_estimator(path: str):
     """Resolve ``package.module.Class`` to an estimator class, or raise ConfigError naming the problem."""
@@ -51,7 +53,7 @@ def fit_estimator(estimator_path: str, params: dict, seed: int, snapshot_path: s
     import joblib
 
     from mlops_ray.data.snapshot import Snapshot
-    from mlops_ray.train.features import load_split
+    from mlops_ray.data.splits import load_split
 
     snap = Snapshot(Path(snapshot_path), manifest)
     train = load_split(snap, "train", snap.preprocessor())
@@ -60,7 +62,7 @@ def fit_estimator(estimator_path: str, params: dict, seed: int, snapshot_path: s
     est.fit(train.x, train.y)
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    joblib.dump(est, out / "model.joblib")
+    joblib.dump(est, out / MODEL_FILE)
     return {"train_seconds": time.perf_counter() - t0, "train_rows": len(train)}
 
 

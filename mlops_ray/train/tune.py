@@ -74,14 +74,17 @@ def to_tune_space(parsed: dict[str, tuple[str, list]]) -> dict[str, Any]:
     return {k: build[kind](args) for k, (kind, args) in parsed.items()}
 
 
-def _xgb_trial(config: dict, base: dict, train, valid, feature_names: list[str], report_every: int) -> None:
-    """One Tune trial: boost with the sampled params, reporting every ``report_every`` rounds."""
+def _xgb_trial(config: dict, base: dict, train, valid, feature_names: list[str], report_every: int,
+               task: str, metric: str) -> None:
+    """One Tune trial: boost with the sampled params; every ``report_every`` rounds report ``metric``
+    (our metric name, e.g. ``auc``) computed on the validation split by the model so far."""
     import tempfile
     from pathlib import Path
 
     import xgboost as xgb
     from ray import tune
 
+    from mlops_ray.model.metrics import compute_metrics
     from mlops_ray.train.xgboost_trainer import boost, make_dmatrix
 
     loop = dict(base)
@@ -89,12 +92,16 @@ def _xgb_trial(config: dict, base: dict, train, valid, feature_names: list[str],
     rounds = int(config.get("num_boost_round", base["num_boost_round"]))
     nthread = base["params"]["nthread"]
     dtrain, dvalid = make_dmatrix(train, feature_names, nthread), make_dmatrix(valid, feature_names, nthread)
-    key = f"valid-{base['watch_metric']}"
+    key = f"valid-{metric}"
+
+    def score(model, upto: int | None = None) -> float:
+        kw = {"iteration_range": (0, upto)} if upto else {}
+        return compute_metrics(task, valid.y, model.inplace_predict(valid.x, **kw))[metric]
 
     class Report(xgb.callback.TrainingCallback):
         def after_iteration(self, model, epoch, evals_log):
             if (epoch + 1) % report_every == 0:
-                tune.report({key: evals_log["valid"][base["watch_metric"]][-1], "rounds": epoch + 1})
+                tune.report({key: score(model, epoch + 1), "rounds": epoch + 1})
             return False
 
     history: dict = {}
@@ -104,84 +111,113 @@ def _xgb_trial(config: dict, base: dict, train, valid, feature_names: list[str],
         (Path(tmp) / "history.json").write_text(json.dumps({"history": history, "rounds": booster.num_boosted_rounds(),
                                                             "best_iteration": int(booster.best_iteration)
                                                             if base.get("early_stopping_rounds") else None}))
-        final = history["valid"][base["watch_metric"]]
-        best = max(final) if base["maximize"] else min(final)
-        tune.report({key: best, "rounds": booster.num_boosted_rounds(), "final": 1},
+        # The final (early-stopped, best-iteration) model is what would be registered: rank by it.
+        tune.report({key: score(booster), "rounds": booster.num_boosted_rounds(), "final": 1},
                     checkpoint=tune.Checkpoint.from_directory(tmp))
 
 
 def _sk_trial(config: dict, cfg_model: dict, snapshot_path: str, manifest: dict, metric: str) -> None:
     import tempfile
+    from pathlib import Path
 
-    import joblib
     from ray import tune
 
     from mlops_ray.data.snapshot import Snapshot
-    from mlops_ray.train.evaluate import compute_metrics
-    from mlops_ray.train.features import load_split
-    from mlops_ray.registry.pyfunc_model import TabularModel
-    from mlops_ray.train.sklearn_trainer import fit_estimator
+    from mlops_ray.data.splits import load_split
+    from mlops_ray.model.kinds import get_kind
+    from mlops_ray.model.metrics import compute_metrics
+    from mlops_ray.train.sklearn_trainer import MODEL_FILE, fit_estimator
 
     with tempfile.TemporaryDirectory() as tmp:
         fit_estimator(cfg_model["estimator"], dict(cfg_model["params"], **config), cfg_model["seed"], snapshot_path,
                       manifest, tmp)
-        from pathlib import Path
-
         snap = Snapshot(Path(snapshot_path), manifest)
-        pre = snap.preprocessor()
-        valid = load_split(snap, "valid", pre)
-        est = joblib.load(Path(tmp) / "model.joblib")
-        m = compute_metrics(manifest["spec"]["task"], valid.y, TabularModel.from_parts(manifest["spec"]["task"], pre, estimator=est).scores(valid.x))
+        valid = load_split(snap, "valid", snap.preprocessor())
+        kind = get_kind("sklearn")
+        task = snap.spec.task
+        m = compute_metrics(task, valid.y, kind.scores(kind.load(str(Path(tmp) / MODEL_FILE)), valid.x, task))
         tune.report({f"valid-{metric}": m[metric], "final": 1}, checkpoint=tune.Checkpoint.from_directory(tmp))
 
 
-def tune_model(cfg, *, snapshot_ref: str | None = None, register: bool = True):
-    """Run the configured search; the best trial's model becomes the registered challenger."""
-    import joblib
-    import xgboost as xgb
+def _xgb_trainable(cfg, snapshot, pre, cpus_per_trial: int, out_dir, metric: str):
+    """(trainable, max_t, base loop config) for XGBoost trials."""
+    from ray import tune
+
+    from mlops_ray.data.splits import load_split
+    from mlops_ray.train.xgboost_trainer import loop_config
+
+    base = loop_config(cfg, snapshot, cpus_per_trial, out_dir)
+    report_every = max(1, min(10, base["num_boost_round"] // 10))
+    train, valid = load_split(snapshot, "train", pre), load_split(snapshot, "valid", pre)
+    trainable = tune.with_parameters(_xgb_trial, base=base, train=train, valid=valid, feature_names=pre.feature_names,
+                                     report_every=report_every, task=snapshot.spec.task, metric=metric)
+    return trainable, math.ceil(base["num_boost_round"] / report_every) + 1, base
+
+
+def _sk_trainable(cfg, snapshot, pre, cpus_per_trial: int, out_dir, metric: str):
+    from ray import tune
+
+    trainable = tune.with_parameters(_sk_trial, cfg_model=cfg.model.model_dump(), snapshot_path=str(snapshot.path),
+                                     manifest=snapshot.manifest, metric=metric)
+    return trainable, 1, None
+
+
+_TRAINABLES = {"xgboost": _xgb_trainable, "sklearn": _sk_trainable}
+
+
+def _best_fitted(kind, ck, out_dir, cfg, base: dict | None, best_config: dict):
+    """The best trial's checkpoint as a :class:`~mlops_ray.train.kinds.Fitted` in the run directory."""
+    from pathlib import Path
+
+    from mlops_ray.train.kinds import Fitted
+
+    ck = Path(ck)
+    path = out_dir / kind.model_file
+    path.write_bytes((ck / kind.model_file).read_bytes())
+    estimator = kind.load(str(path))
+    if base is not None:  # boosted: history + rounds from the trial
+        hist = json.loads((ck / "history.json").read_text())
+        params = {"xgboost": dict(base["params"], **{k: v for k, v in best_config.items() if k != "num_boost_round"}),
+                  "num_boost_round": base["num_boost_round"], "rounds_trained": hist["rounds"]}
+        return Fitted(estimator, path, params, hist["history"])
+    return Fitted(estimator, path, {"estimator": cfg.model.estimator, **cfg.model.params, **best_config})
+
+
+def tune_model(ctx, cfg, snapshot, *, register: bool = True):
+    """Run the configured search on ``snapshot``; the best trial's model becomes a registered candidate.
+
+    Trials are ranked by ``tune.metric`` (default: the task's default metric) on the validation
+    split, computed by :func:`~mlops_ray.model.metrics.compute_metrics`, the same function the
+    gate and the reports use.
+    """
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search import BasicVariantGenerator
 
+    from mlops_ray.errors import TrainingError
+    from mlops_ray.model.kinds import get_kind
+    from mlops_ray.model.tabular import TabularModel
+    from mlops_ray.model.tasks import METRIC_DIRECTIONS
     from mlops_ray.ray_runtime import alive_node_cpus, ensure_ray
     from mlops_ray.registry import tracking
-    from mlops_ray.train.evaluate import METRIC_DIRECTIONS, primary_metric
-    from mlops_ray.train.features import load_split
-    from mlops_ray.registry.pyfunc_model import TabularModel
-    from mlops_ray.train.run import CandidateResult, evaluate, log_candidate, plan_for, register_challenger, resolve_snapshot
-    from mlops_ray.train.xgboost_trainer import loop_config
-    from mlops_ray.workspace import get_workspace
+    from mlops_ray.train.run import Candidate, evaluate, log_candidate, plan_for, register_candidate
 
     parsed = parse_search_space(cfg.tune.search_space)
     if not parsed:
         raise ConfigError("tune.search_space is empty: add at least one parameter to search")
-    client = tracking.configure(cfg.mlflow)
+    ctx.client  # noqa: B018 - fail fast on an unusable tracking store
     ensure_ray()
-    snapshot = resolve_snapshot(cfg, snapshot_ref)
     plan = plan_for(cfg, "local")
     total_cpus = int(sum(alive_node_cpus()))
     concurrent = max(1, min(cfg.tune.max_concurrent_trials, total_cpus))
     cpus_per_trial = max(1, total_cpus // concurrent)
     name = f"tune-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
-    out_dir = get_workspace().ensure("runs", name)
-    task = snapshot.manifest["spec"]["task"]
+    out_dir = ctx.run_dir("runs", name)
+    task = snapshot.spec.task
     pre = snapshot.preprocessor()
-
-    if cfg.model.type == "xgboost":
-        base = loop_config(cfg, snapshot, cpus_per_trial, out_dir)
-        watch, maximize = base["watch_metric"], base["maximize"]
-        report_every = max(1, min(10, base["num_boost_round"] // 10))
-        train = load_split(snapshot, "train", pre)
-        valid = load_split(snapshot, "valid", pre)
-        trainable = tune.with_parameters(_xgb_trial, base=base, train=train, valid=valid,
-                                         feature_names=pre.feature_names, report_every=report_every)
-        max_t = math.ceil(base["num_boost_round"] / report_every) + 1
-    else:
-        watch = primary_metric(task)
-        maximize = METRIC_DIRECTIONS[watch]
-        trainable = tune.with_parameters(_sk_trial, cfg_model=cfg.model.model_dump(), snapshot_path=str(snapshot.path),
-                                         manifest=snapshot.manifest, metric=watch)
-        max_t = 1
+    watch = cfg.tune.metric_for(task)
+    maximize = METRIC_DIRECTIONS[watch]
+    trainable, max_t, base = _TRAINABLES[cfg.model.type](cfg, snapshot, pre, cpus_per_trial, out_dir, watch)
     metric, mode = f"valid-{watch}", ("max" if maximize else "min")
     scheduler = (ASHAScheduler(time_attr="training_iteration", max_t=max_t, grace_period=min(3, max_t),
                                reduction_factor=2)
@@ -193,20 +229,23 @@ def tune_model(cfg, *, snapshot_ref: str | None = None, register: bool = True):
         tune_config=tune.TuneConfig(metric=metric, mode=mode, num_samples=1 if cfg.tune.search_alg == "grid" and has_grid
                                     else cfg.tune.num_samples, max_concurrent_trials=concurrent, scheduler=scheduler,
                                     search_alg=BasicVariantGenerator(random_state=cfg.model.seed)),
-        run_config=tune.RunConfig(name=name, storage_path=str(get_workspace().ensure("ray", "tune")), verbose=0),
+        run_config=tune.RunConfig(name=name, storage_path=str(ctx.run_dir("ray", "tune")), verbose=0),
     )
     t0 = time.perf_counter()
     grid = tuner.fit()
     seconds = time.perf_counter() - t0
-    finished = [r for r in grid if r.error is None and r.checkpoint is not None and r.metrics]
+    finished = [r for r in grid if r.error is None and r.checkpoint is not None and (r.metrics or {}).get("final")]
     if not finished:
         errors = [str(r.error)[:300] for r in grid if r.error is not None]
-        raise ConfigError(f"no tuning trial finished; first errors: {errors[:3]}")
-    best = (max if maximize else min)(finished, key=lambda r: r.metrics[metric])
+        raise TrainingError(f"no tuning trial finished ({len(grid)} started); first errors: {errors[:3]}")
+    # Ties broken by trial order, so the winner does not depend on completion order.
+    order = {id(r): i for i, r in enumerate(grid)}
+    best = sorted(finished, key=lambda r: ((-1 if maximize else 1) * r.metrics[metric], order[id(r)]))[0]
 
-    with tracking.run(name, tags={"mlops_ray.kind": "tune"}) as parent:
+    kind = get_kind(cfg.model.type)
+    with tracking.run(ctx, name, tags={"mlops_ray.kind": "tune"}) as parent:
         for i, r in enumerate(grid):
-            with tracking.run(f"{name}-trial-{i}", nested=True, tags={"mlops_ray.kind": "trial"}):
+            with tracking.run(ctx, f"{name}-trial-{i}", nested=True, tags={"mlops_ray.kind": "trial"}):
                 tracking.log_params({"trial": r.config})
                 df = r.metrics_dataframe
                 if df is not None and metric in df:
@@ -216,31 +255,17 @@ def tune_model(cfg, *, snapshot_ref: str | None = None, register: bool = True):
                                                                       else "completed"),
                                    "best": str(r is best), "snapshot_id": snapshot.id})
         with best.checkpoint.as_directory() as ck:
-            from pathlib import Path
-
-            ck = Path(ck)
-            if cfg.model.type == "xgboost":
-                booster = xgb.Booster()
-                booster.load_model(str(ck / "model.ubj"))
-                (out_dir / "model.ubj").write_bytes((ck / "model.ubj").read_bytes())
-                hist = json.loads((ck / "history.json").read_text())
-                scorer, flavor, model_path, history = TabularModel.from_parts(task, pre, booster=booster), "xgboost", str(out_dir / "model.ubj"), hist["history"]
-                params = {"xgboost": dict(base["params"], **{k: v for k, v in best.config.items() if k != "num_boost_round"}),
-                          "num_boost_round": base["num_boost_round"], "rounds_trained": hist["rounds"]}
-            else:
-                (out_dir / "model.joblib").write_bytes((ck / "model.joblib").read_bytes())
-                scorer = TabularModel.from_parts(task, pre, estimator=joblib.load(out_dir / "model.joblib"))
-                flavor, model_path, history = "sklearn", str(out_dir / "model.joblib"), None
-                params = {"estimator": cfg.model.estimator, **cfg.model.params, **best.config}
-        evaluation = evaluate(scorer, snapshot, seed=cfg.model.seed)
+            fitted = _best_fitted(kind, ck, out_dir, cfg, base, best.config)
+        model = TabularModel.from_parts(task, pre, kind, fitted.estimator)
+        evaluation = evaluate(model, snapshot, seed=cfg.model.seed)
         trial_plan = type(plan)("local", 0, float(cpus_per_trial), cpus_per_trial, "tune trial")
-        model_uri = log_candidate(cfg, snapshot, scorer, flavor=flavor, model_path=model_path, params=params,
-                                  history=history, plan=trial_plan, evaluation=evaluation,
+        model_uri = log_candidate(cfg, snapshot, model, fitted=fitted, plan=trial_plan, evaluation=evaluation,
                                   tags={"mlops_ray.kind": "tune", "param_overrides": json.dumps(best.config),
-                                        "tune.num_trials": len(grid), "tune.best_metric": best.metrics[metric]})
+                                        "tune.num_trials": len(grid), "tune.metric": metric,
+                                        "tune.best_metric": best.metrics[metric]})
         tracking.log_metrics({"tune_seconds": seconds, f"best_{metric}": best.metrics[metric]})
         run_id = parent.info.run_id
-    version = register_challenger(cfg, client, snapshot, run_id, model_uri, evaluation["metrics"]) if register else None
-    return CandidateResult(run_id, model_uri, version, evaluation["metrics"], snapshot.id, trial_plan,
-                           {"trials": len(grid), "finished": len(finished), "best_config": best.config,
-                            "tune_seconds": seconds})
+    version = register_candidate(ctx, cfg, snapshot, run_id, model_uri, evaluation["metrics"]) if register else None
+    return Candidate(run_id, model_uri, version, evaluation["metrics"], snapshot.id, trial_plan,
+                     {"trials": len(grid), "finished": len(finished), "best_config": best.config,
+                      "tune_seconds": seconds, "metric": metric})

@@ -2,7 +2,7 @@
 
 ``train_loop_per_worker`` is the per-worker training function (it also runs in
 the driver in local mode). Each worker reads its deterministic hash partition of
-the snapshot's train and valid splits (see :mod:`mlops_ray.train.features`),
+the snapshot's train and valid splits (see :mod:`mlops_ray.data.splits`),
 resumes from the latest checkpoint after a failure, trains with early stopping,
 checkpoints every ``checkpoint_every`` rounds through ``RayTrainReportCallback``
 and, on rank 0, writes the final model and per-iteration history to the run's
@@ -25,23 +25,42 @@ HISTORY = "history.json"
 MODEL_FILE = "model.ubj"
 
 
+# Default eval metrics per task. As in XGBoost, the LAST one drives early stopping: a proper
+# scoring rule (logloss / mlogloss / rmse), because AUC or an error rate plateaus at once on
+# small validation sets and stopping on them kept 1-2 trees (README "Early stopping").
+DEFAULT_EVAL_METRICS = {"binary": ["auc", "logloss"], "multiclass": ["merror", "mlogloss"],
+                        "regression": ["mae", "rmse"]}
+_MAXIMIZED = ("auc", "aucpr", "map", "ndcg", "pre")
+
+
 def xgb_params(model_cfg, task: str, num_class: int | None, nthread: int, overrides: dict | None = None) -> dict:
-    """XGBoost params: config params + task objective + seed (+ tuned overrides)."""
-    params: dict[str, Any] = {"tree_method": "hist", "seed": model_cfg.seed, "nthread": nthread}
+    """XGBoost params: task objective + default eval metrics + seed, then config params, then tuned overrides.
+
+    ``model.params.eval_metric`` (a string or a list) replaces the defaults; its last entry drives
+    early stopping.
+    """
+    params: dict[str, Any] = {"tree_method": "hist", "seed": model_cfg.seed, "nthread": nthread,
+                              "eval_metric": list(DEFAULT_EVAL_METRICS[task])}
     if task == "binary":
-        params.update(objective="binary:logistic", eval_metric=["logloss", "auc"])
+        params.update(objective="binary:logistic")
     elif task == "multiclass":
-        params.update(objective="multi:softprob", eval_metric=["mlogloss", "merror"], num_class=num_class)
+        params.update(objective="multi:softprob", num_class=num_class)
     else:
-        params.update(objective="reg:squarederror", eval_metric=["rmse", "mae"])
+        params.update(objective="reg:squarederror")
     params.update(model_cfg.params)
     params.update(overrides or {})
+    if isinstance(params["eval_metric"], str):
+        params["eval_metric"] = [params["eval_metric"]]
     return params
 
 
-def watch_metric(task: str) -> str:
-    """The XGBoost eval metric early stopping and ASHA watch (last in eval_metric)."""
-    return {"binary": "auc", "multiclass": "merror", "regression": "mae"}[task]
+def watch_metric(params: dict) -> str:
+    """The XGBoost eval metric early stopping watches: the last of ``eval_metric``."""
+    return str(params["eval_metric"][-1])
+
+
+def is_maximized(xgb_metric: str) -> bool:
+    return xgb_metric.split("@", 1)[0] in _MAXIMIZED
 
 
 def _checkpoint_callback(frequency: int):
@@ -91,7 +110,7 @@ def train_loop_per_worker(config: dict) -> None:
     from ray.train.xgboost import RayTrainReportCallback
 
     from mlops_ray.data.snapshot import Snapshot
-    from mlops_ray.train.features import load_split
+    from mlops_ray.data.splits import load_split
 
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
@@ -131,12 +150,13 @@ def loop_config(cfg, snapshot, nthread: int, output_dir, param_overrides: dict |
         num_class = int(max(int(k) for k in snapshot.manifest["label_distribution_train"]) + 1)
     overrides = dict(param_overrides or {})
     rounds = int(overrides.pop("num_boost_round", cfg.model.num_boost_round))
-    watch = watch_metric(task)
+    params = xgb_params(cfg.model, task, num_class, nthread, overrides)
+    watch = watch_metric(params)
     return {
         "snapshot_path": str(snapshot.path), "manifest": snapshot.manifest,
-        "params": xgb_params(cfg.model, task, num_class, nthread, overrides), "num_boost_round": rounds,
+        "params": params, "num_boost_round": rounds,
         "early_stopping_rounds": cfg.model.early_stopping_rounds, "watch_metric": watch,
-        "maximize": watch == "auc", "checkpoint_every": checkpoint_every, "output_dir": str(output_dir),
+        "maximize": is_maximized(watch), "checkpoint_every": checkpoint_every, "output_dir": str(output_dir),
         "eval_train": cfg.model.log_train_metrics,
     }
 
@@ -151,20 +171,18 @@ class TrainOutput:
     output_dir: Path
 
 
-def fit_xgboost(cfg, snapshot, plan: ExecutionPlan, output_dir: Path, *, run_name: str,
+def fit_xgboost(cfg, snapshot, plan: ExecutionPlan, output_dir: Path, *, run_name: str, storage: Path,
                 param_overrides: dict | None = None, max_failures: int = 2, checkpoint_every: int = 25) -> TrainOutput:
     """Train on ``snapshot`` with Ray Train v2 ``XGBoostTrainer`` under ``plan``; returns the booster."""
     import xgboost as xgb
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.xgboost import XGBoostTrainer
 
-    from mlops_ray.workspace import get_workspace
-
     loop_cfg = loop_config(cfg, snapshot, plan.nthread, output_dir, param_overrides, checkpoint_every)
     # Train v2 waits up to its health-check interval (2 s) per report; checkpoints are few
     # but a lower interval still cuts fixed cost. Propagated to controller and workers.
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
-    storage = get_workspace().ensure("ray", "train")
+    storage.mkdir(parents=True, exist_ok=True)
     trainer = XGBoostTrainer(
         train_loop_per_worker,
         train_loop_config=loop_cfg,

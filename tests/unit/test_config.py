@@ -80,8 +80,8 @@ def test_source_paths_resolve_against_config_dir_and_workspace(tmp_path, workspa
     p = tmp_path / "sub" / "c.yaml"
     p.parent.mkdir()
     p.write_text(yaml.safe_dump(_with("data.source", "raw/x")))
-    assert load_config(p).source() == str(tmp_path / "sub" / "raw" / "x")
+    assert load_config(p).source(workspace.root) == str(tmp_path / "sub" / "raw" / "x")
     p.write_text(yaml.safe_dump(_with("data.source", "{workspace}/raw/q")))
-    assert load_config(p).source() == str(workspace.root / "raw" / "q")
+    assert load_config(p).source(workspace.root) == str(workspace.root / "raw" / "q")
     p.write_text(yaml.safe_dump(_with("data.source", "s3://bucket/prefix")))
-    assert load_config(p).source() == "s3://bucket/prefix"
+    assert load_config(p).source(workspace.root) == "s3://bucket/prefix"

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from mlops_ray.errors import ConfigError
-from mlops_ray.registry.gate import GateRule, SplitSpec, decide_promotion, leakage_problem
-from mlops_ray.registry.promotion import champion_stack
+from mlops_ray.data.snapshot import SplitSpec
+from mlops_ray.registry.gate import GateRule, decide_promotion, leakage_problem
+from mlops_ray.registry.promotion import deploy_stack
 from mlops_ray.train.execution import choose_execution
 from mlops_ray.train.tune import parse_search_space
 
@@ -57,12 +58,25 @@ def test_leakage_rules():
     assert leakage_problem(SplitSpec("v1", (("train", 0.5), ("valid", 0.4), ("test", 0.1)), "id"), a) is None
 
 
-def test_champion_stack_replays_promotions_and_rollbacks():
+def test_deploy_stack_replays_promotions_and_rollbacks_of_one_alias():
     ev = lambda a, to, act: {"alias": a, "to_version": to, "action": act}  # noqa: E731
     events = [ev("challenger", "1", "register"), ev("champion", "1", "promote"), ev("champion", "2", "promote"),
               ev("champion", "3", "promote"), ev("champion", "2", "rollback")]
-    assert champion_stack(events) == ["1", "2"]
-    assert champion_stack(events + [ev("champion", "1", "rollback")]) == ["1"]
+    assert deploy_stack(events, "champion") == ["1", "2"]
+    assert deploy_stack(events + [ev("champion", "1", "rollback")], "champion") == ["1"]
+    # another deploy alias has its own history
+    other = events + [ev("production", "3", "promote"), ev("production", "1", "force-promote")]
+    assert deploy_stack(other, "production") == ["3", "1"]
+    assert deploy_stack(other, "champion") == ["1", "2"]
+
+
+def test_split_spec_round_trips_through_registry_tags():
+    spec = SplitSpec("s1", (("train", 0.7), ("valid", 0.2), ("test", 0.1)), "cid")
+    tags = spec.to_tags()
+    assert all(isinstance(v, str) for v in tags.values())
+    assert SplitSpec.from_tags(tags) == spec
+    with pytest.raises(KeyError, match="salt"):
+        SplitSpec.from_tags({k: v for k, v in tags.items() if k != "salt"})
 
 
 def test_execution_policy():

@@ -12,7 +12,7 @@ import pytest
 from mlops_ray.config import CategoricalPreprocessing, NumericPreprocessing
 from mlops_ray.data.preprocess import Preprocessor
 from mlops_ray.data.stats import TrainStats, batch_stats, quantile_edges, reference_statistics
-from mlops_ray.drift.histogram import categorical_bin_counts, numeric_bin_counts
+from mlops_ray.data.bins import categorical_bin_counts, numeric_bin_counts
 
 
 def _train_table(seed: int, n: int = 4000) -> pa.Table:

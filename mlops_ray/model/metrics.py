@@ -12,16 +12,7 @@ import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
 
-# metric name -> True when larger is better
-METRIC_DIRECTIONS = {
-    "auc": True, "logloss": False, "accuracy": True, "f1": True, "f1_macro": True,
-    "rmse": False, "mae": False, "r2": True,
-}
-TASK_METRICS = {
-    "binary": ("auc", "logloss", "accuracy", "f1"),
-    "multiclass": ("logloss", "accuracy", "f1_macro"),
-    "regression": ("rmse", "mae", "r2"),
-}
+from mlops_ray.model.tasks import DEFAULT_METRIC, METRIC_DIRECTIONS, TASK_METRICS  # noqa: F401 (re-exported)
 
 
 def compute_metrics(task: str, y: np.ndarray, score: np.ndarray) -> dict[str, float]:
@@ -52,7 +43,7 @@ def compute_metrics(task: str, y: np.ndarray, score: np.ndarray) -> dict[str, fl
 
 
 def primary_metric(task: str) -> str:
-    return {"binary": "auc", "multiclass": "logloss", "regression": "rmse"}[task]
+    return DEFAULT_METRIC[task]
 
 
 def slice_metrics(task: str, frame: pd.DataFrame, y: np.ndarray, score: np.ndarray, columns: list[str],

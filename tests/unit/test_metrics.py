@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from mlops_ray.errors import ConfigError
-from mlops_ray.train.evaluate import compute_metrics, permutation_importance, slice_metrics
+from mlops_ray.model.metrics import compute_metrics, permutation_importance, slice_metrics
 from mlops_ray.train.sklearn_trainer import build_estimator, import_estimator
 
 

@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mlops_ray.data.xxh64 import xxh64_arrow
+from mlops_ray.errors import SnapshotNotFoundError
 
 _ORDER_PREFIX = b"order:"
 
@@ -41,8 +42,15 @@ class SplitData:
 def read_split_table(files: list[str], id_column: str, partition: tuple[int, int] | None = None) -> pa.Table:
     """Read Parquet files, order rows by id hash, optionally keep one hash partition ``(rank, world)``."""
     if not files:
-        raise FileNotFoundError("split has no files")
-    table = pa.concat_tables([pq.read_table(f) for f in sorted(files)], promote_options="default")
+        raise SnapshotNotFoundError("the split has no files (empty split, or a damaged snapshot)")
+    tables = []
+    for f in sorted(files):
+        try:
+            tables.append(pq.read_table(f))
+        except (OSError, pa.ArrowException) as err:
+            raise SnapshotNotFoundError(f"cannot read snapshot file {f}: {err}; the snapshot is damaged "
+                                        "(delete it and re-run 'mlops-ray data prepare')") from None
+    table = pa.concat_tables(tables, promote_options="default")
     ids = table.column(id_column).combine_chunks()
     h = xxh64_arrow(ids, prefix=_ORDER_PREFIX, seed=0)
     if partition is not None:
@@ -57,9 +65,9 @@ def read_split_table(files: list[str], id_column: str, partition: tuple[int, int
 def load_split(snapshot, split: str, preprocessor, *, partition: tuple[int, int] | None = None,
                keep_frame: bool = False) -> SplitData:
     """Features/labels of one snapshot split in deterministic order."""
-    spec = snapshot.manifest["spec"]
-    table = read_split_table(snapshot.split_files(split), spec["id_column"], partition)
+    spec = snapshot.spec
+    table = read_split_table(snapshot.split_files(split), spec.id_column, partition)
     x = preprocessor.transform(table)
-    y = table.column(spec["label_column"]).to_numpy(zero_copy_only=False)
+    y = table.column(spec.label_column).to_numpy(zero_copy_only=False)
     frame = table.to_pandas() if keep_frame else None
-    return SplitData(x, y, frame, table.column(spec["id_column"]).to_numpy(zero_copy_only=False))
+    return SplitData(x, y, frame, table.column(spec.id_column).to_numpy(zero_copy_only=False))

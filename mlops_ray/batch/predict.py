@@ -24,15 +24,11 @@ class _ScoreUnits:
     """Actor-pool UDF: work units in, per-batch (rows, fingerprint partial) out."""
 
     def __init__(self, tracking_uri: str, name: str, version: str, out_dir: str, id_column: str, batch_size: int):
-        import mlflow
+        from mlops_ray.registry import tracking
 
-        from mlops_ray.serve.model_store import LoadedModel
-        from mlops_ray.serve.schema import FeatureSchema
-
-        mlflow.set_tracking_uri(tracking_uri)
-        mlflow.set_registry_uri(tracking_uri)
-        model = mlflow.pyfunc.load_model(f"models:/{name}/{version}").unwrap_python_model()
-        self.model = LoadedModel(name, version, None, "", model, FeatureSchema.from_meta(model.meta))
+        self.model = tracking.load_pyfunc(tracking_uri, f"models:/{name}/{version}").unwrap_python_model()
+        self.name, self.version = name, version
+        self.features = list(self.model.meta["numeric_features"]) + list(self.model.meta["categorical_features"])
         self.out_dir, self.id_column, self.batch_size = Path(out_dir), id_column, batch_size
 
     def __call__(self, batch: pa.Table) -> pa.Table:
@@ -43,34 +39,27 @@ class _ScoreUnits:
         for blob in batch.column("unit").to_pylist():
             for t in iter_unit(pickle.loads(blob), self.id_column, self.batch_size):
                 fp = fingerprint_partial(t)
-                missing = [f for f in self.model.schema.features if f not in t.column_names]
+                missing = [f for f in self.features if f not in t.column_names]
                 if missing:
                     from mlops_ray.errors import SchemaError
 
                     raise SchemaError(f"input lacks model features {missing}")
-                scores = self.model.scores(self.model.transform(t))
-                out = self.model.format(scores)
-                cols = {self.id_column: t.column(self.id_column), "prediction": pa.array(out["predictions"])}
-                if "probabilities" in out:
-                    probs = np.asarray(out["probabilities"])
-                    if probs.ndim == 1:
-                        cols["probability"] = pa.array(probs)
-                    else:
-                        for k in range(probs.shape[1]):
-                            cols[f"probability_{k}"] = pa.array(probs[:, k])
+                pred = self.model.predict_scores(self.model.preprocessor.transform(t))
+                cols = {self.id_column: t.column(self.id_column), **pred.to_arrow()}
                 n = t.num_rows
-                cols["model_name"] = pa.array([self.model.name] * n)
-                cols["model_version"] = pa.array([self.model.version] * n)
-                cols["model_data_fingerprint"] = pa.array([self.model.model.meta.get("fingerprint", "")] * n)
+                cols["model_name"] = pa.array([self.name] * n)
+                cols["model_version"] = pa.array([self.version] * n)
+                cols["model_data_fingerprint"] = pa.array([self.model.meta.get("fingerprint", "")] * n)
                 pq.write_table(pa.table(cols), self.out_dir / f"part-{fp.hexdigest()[:20]}.parquet")
                 rows.append(n)
                 fps.append(pickle.dumps(fp))
         return pa.table({"rows": pa.array(rows, pa.int64()), "fp": pa.array(fps, pa.large_binary())})
 
 
-def predict_files(cfg, input_path: str, output_dir: str, model_uri: str | None = None,
+def predict_files(ctx, cfg, input_path: str, output_dir: str, model_uri: str | None = None,
                   batch_size: int = 65_536, max_actors: int = 2) -> dict:
-    """Score ``input_path`` into ``output_dir``; returns the manifest written there."""
+    """Score ``input_path`` into ``output_dir`` with the deploy-alias model (or ``model_uri``);
+    returns the manifest written there."""
     import ray.data
 
     from mlops_ray.data.fingerprint import FingerprintPartial
@@ -78,10 +67,10 @@ def predict_files(cfg, input_path: str, output_dir: str, model_uri: str | None =
     from mlops_ray.data.sources import list_source
     from mlops_ray.errors import ConfigError
     from mlops_ray.ray_runtime import ensure_ray
+    from mlops_ray.errors import MlopsRayError
     from mlops_ray.registry import tracking
-    from mlops_ray.serve.model_store import resolve_version
 
-    client = tracking.configure(cfg.mlflow)
+    client = ctx.client
     name, alias, version = cfg.registry.model_name, cfg.serve.model_alias, None
     if model_uri:
         ref = model_uri.removeprefix("models:/")
@@ -91,10 +80,18 @@ def predict_files(cfg, input_path: str, output_dir: str, model_uri: str | None =
             name, version = ref.split("/", 1)
         else:
             raise ConfigError(f"--model-uri {model_uri!r}: expected models:/NAME@ALIAS or models:/NAME/VERSION")
-    try:
-        version = resolve_version(client, name, alias, version)
-    except Exception:
-        raise ConfigError(f"model {name!r} has no {'version ' + version if version else 'alias ' + repr(alias)}") from None
+    if version is None:
+        mv = tracking.alias_version(client, name, alias)
+        if mv is None:
+            raise ConfigError(f"model {name!r} has no alias {alias!r}")
+        version = str(mv.version)
+    else:
+        from mlops_ray.registry.promotion import get_version
+
+        try:
+            get_version(client, name, version)
+        except MlopsRayError as err:
+            raise ConfigError(str(err)) from None
     out = Path(output_dir)
     if out.exists() and any(out.iterdir()):
         raise ConfigError(f"--output {output_dir} is not empty; choose a new directory")
@@ -106,7 +103,7 @@ def predict_files(cfg, input_path: str, output_dir: str, model_uri: str | None =
     items = [{"unit": pickle.dumps(u)} for u in units]
     ds = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
     res = ds.map_batches(_ScoreUnits, batch_format="pyarrow", batch_size=1, concurrency=(1, max_actors),
-                         num_cpus=0.5, fn_constructor_args=(cfg.mlflow.resolved_tracking_uri(), name, version,
+                         num_cpus=0.5, fn_constructor_args=(ctx.tracking_uri, name, version,
                                                             str(out.resolve()), cfg.data.id_column, batch_size))
     total, rows = FingerprintPartial(()), 0
     for block in res.iter_batches(batch_format="pyarrow", batch_size=None):

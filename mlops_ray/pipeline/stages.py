@@ -1,0 +1,99 @@
+"""The pipeline's stages as typed functions with explicit inputs.
+
+Each stage takes a :class:`~mlops_ray.context.Context`, the config and the outputs of the
+stages before it, and returns a typed result; none of them reads the environment, picks
+"the latest" of anything by itself, or prints. Progress goes through an ``on_event``
+callback (the CLI prints; a pipeline records)::
+
+    ctx = Context.create(cfg)
+    snap = prepare(ctx, cfg).snapshot
+    cand = train(ctx, cfg, snap)
+    decision = gate(ctx, cfg, cand.version)
+    if decision.decision.promote:
+        event = deploy(ctx, cfg, cand.version, "; ".join(decision.decision.reasons))
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from mlops_ray.data.prepare import PrepareResult, prepare_snapshot
+from mlops_ray.data.snapshot import Snapshot
+from mlops_ray.errors import SourceNotFoundError
+from mlops_ray.registry import promotion
+from mlops_ray.registry.promotion import PromotionResult
+from mlops_ray.train.run import Candidate
+
+OnEvent = Callable[[str, dict], None]
+
+
+def _quiet(event: str, info: dict) -> None:
+    return None
+
+
+def ensure_sample_data(ctx, cfg, on_event: OnEvent = _quiet) -> str:
+    """Generate the configured sample source when it does not exist yet; returns its path."""
+    from mlops_ray.data.generate import generate_dataset
+
+    src = Path(ctx.source(cfg))
+    if src.is_dir() and any(src.glob("*.parquet")):
+        on_event("sample_data", {"path": str(src), "generated": False})
+        return str(src)
+    g = cfg.data.generate
+    if g is None:
+        raise SourceNotFoundError(f"data.source {src} does not exist and the config has no data.generate section "
+                                  "to create sample data; point data.source at your data")
+    on_event("sample_data", {"path": str(src), "generated": True, "rows": g.rows, "shards": g.shards})
+    generate_dataset(src, g.rows, shards=g.shards, seed=g.seed, drift=g.drift)
+    return str(src)
+
+
+def prepare(ctx, cfg, *, engine: str = "ray", progress: bool = False, on_event: OnEvent = _quiet) -> PrepareResult:
+    """Validate, split, fingerprint and snapshot ``cfg.data`` in ``ctx``'s workspace (reused when unchanged)."""
+    on_event("prepare", {"source": ctx.source(cfg)})
+    res = prepare_snapshot(cfg, ctx.workspace, engine=engine, progress=progress)
+    on_event("prepared", {"result": res})
+    return res
+
+
+def train(ctx, cfg, snapshot: Snapshot, *, on_event: OnEvent = _quiet) -> Candidate:
+    """Train (or tune, when ``tune.enabled``) on ``snapshot``; the candidate is registered."""
+    if cfg.tune.enabled:
+        from mlops_ray.train.tune import tune_model
+
+        on_event("tune", {"trials": cfg.tune.num_samples, "search_alg": cfg.tune.search_alg,
+                          "scheduler": cfg.tune.scheduler, "metric": cfg.tune.metric_for(snapshot.spec.task)})
+        cand = tune_model(ctx, cfg, snapshot)
+    else:
+        from mlops_ray.train.run import train_model
+
+        on_event("train", {"model": cfg.model.type})
+        cand = train_model(ctx, cfg, snapshot)
+    on_event("trained", {"candidate": cand})
+    return cand
+
+
+def gate(ctx, cfg, version: str, *, force: bool = False, on_event: OnEvent = _quiet) -> PromotionResult:
+    """Compare exactly ``version`` with the deploy-alias version on the same test rows."""
+    on_event("gate", {"version": version, "alias": cfg.serve.model_alias})
+    res = promotion.gate(ctx, cfg, version, force=force)
+    on_event("gated", {"result": res})
+    return res
+
+
+def deploy(ctx, cfg, version: str, reason: str, *, on_event: OnEvent = _quiet) -> dict:
+    """Move the deploy alias (``serve.model_alias``) to ``version``; running services follow it."""
+    event = promotion.deploy(ctx, cfg, version, reason)
+    on_event("deployed", {"event": event})
+    return event
+
+
+def train_gate_deploy(ctx, cfg, snapshot: Snapshot, *, on_event: OnEvent = _quiet
+                      ) -> tuple[Candidate, PromotionResult]:
+    """Train a candidate, gate exactly that version, deploy it if the gate says PROMOTE."""
+    cand = train(ctx, cfg, snapshot, on_event=on_event)
+    decision = gate(ctx, cfg, cand.version, on_event=on_event)
+    if decision.decision.promote:
+        decision.event = deploy(ctx, cfg, cand.version, "; ".join(decision.decision.reasons), on_event=on_event)
+    return cand, decision
