@@ -74,8 +74,15 @@ MB = 1024 * 1024
 class MemorySampler:
     """Background sampler of PSS summed over this process and all its descendants."""
 
-    def __init__(self, interval: float = 0.1, nice: int = 0, exact_pss: bool = False,
-                 min_interval_s: float = 0.5, refresh_s: float = 2.0, rss_delta_mb: float = 2.0):
+    def __init__(
+        self,
+        interval: float = 0.1,
+        nice: int = 0,
+        exact_pss: bool = False,
+        min_interval_s: float = 0.5,
+        refresh_s: float = 2.0,
+        rss_delta_mb: float = 2.0,
+    ):
         self.interval = interval
         self.nice = nice
         self.exact = exact_pss
@@ -232,9 +239,13 @@ class MemorySampler:
             "sample_cost_ms_mean": 1000 * statistics.fmean(cost) if cost else None,
             "sampler_busy_fraction_of_job": sum(cost) / (t_to - t_from) if t_to > t_from else None,
             "sampler_nice": self.nice,
-            "pss_reads": {"exact_every_sample": self.exact, "min_interval_s": self.min_interval_s,
-                          "refresh_s": self.refresh_s, "rss_delta_mb": self.rss_delta / MB,
-                          "reads_total": self.pss_reads},
+            "pss_reads": {
+                "exact_every_sample": self.exact,
+                "min_interval_s": self.min_interval_s,
+                "refresh_s": self.refresh_s,
+                "rss_delta_mb": self.rss_delta / MB,
+                "reads_total": self.pss_reads,
+            },
             "timeline_mb": [[round(t, 2), round(v / MB, 1)] for t, v in sorted(buckets.values())],
         }
 
@@ -256,6 +267,7 @@ class Phases:
         finally:
             self.durations[name] = time.perf_counter() - s
             self.spans[name] = (c, self.clock())
+
 
 def build_config(data_dir: Path):
     """PipelineConfig from the quickstart YAML's data section, source pointed at ``data_dir``."""
@@ -347,8 +359,9 @@ def pandas_job(data_dir: Path, job_dir: Path, cfg, ph: Phases) -> dict:
         for c, cats in kept.items():
             s = part[c]
             v = s.where(s.isin(cats) | s.isna(), OTHER).fillna(MISSING)
-            dummies = pd.get_dummies(pd.Categorical(v, categories=[*cats, OTHER, MISSING]), prefix=c,
-                                     prefix_sep="=", dtype=np.float32)
+            dummies = pd.get_dummies(
+                pd.Categorical(v, categories=[*cats, OTHER, MISSING]), prefix=c, prefix_sep="=", dtype=np.float32
+            )
             dummies.index = part.index
             blocks.append(dummies)
         out = pd.concat(blocks, axis=1)
@@ -476,9 +489,13 @@ def worker_main(args, job_fn=None, uses_ray: bool | None = None) -> int:
         foreign = max(0.0, (sys1 - sys0) - (tree1 - tree0))
         # CPU used during the job by processes outside this worker's tree (other sessions, tests, ...);
         # a descendant that lived < one sample interval is missed, so small values are noise
-        result["interference"] = {"job_cpu_s": tree1 - tree0, "system_busy_cpu_s": sys1 - sys0,
-                                  "foreign_cpu_s": foreign, "foreign_cpu_fraction": foreign / (wall * ncpu),
-                                  "job_cpu_utilisation": (tree1 - tree0) / (wall * ncpu)}
+        result["interference"] = {
+            "job_cpu_s": tree1 - tree0,
+            "system_busy_cpu_s": sys1 - sys0,
+            "foreign_cpu_s": foreign,
+            "foreign_cpu_fraction": foreign / (wall * ncpu),
+            "job_cpu_utilisation": (tree1 - tree0) / (wall * ncpu),
+        }
         time.sleep(2 * max(args.sample_interval, 0))
         result.update(job)
         result["wall_s"] = wall
@@ -597,10 +614,17 @@ def wait_for_quiet(max_wait_s: float, busy_threshold: float = 0.10) -> dict:
         if not left and busy <= busy_threshold:
             return {"waited_s": time.perf_counter() - t0, "cpu_busy_before": busy, "quiet": True}
         if time.perf_counter() - t0 > max_wait_s:
-            print(f"WARNING: machine not quiet after {max_wait_s:.0f} s (cpu busy {busy:.0%}, other Ray: {left}); "
-                  "measuring anyway", flush=True)
-            return {"waited_s": time.perf_counter() - t0, "cpu_busy_before": busy, "quiet": False,
-                    "other_ray_processes": left}
+            print(
+                f"WARNING: machine not quiet after {max_wait_s:.0f} s (cpu busy {busy:.0%}, other Ray: {left}); "
+                "measuring anyway",
+                flush=True,
+            )
+            return {
+                "waited_s": time.perf_counter() - t0,
+                "cpu_busy_before": busy,
+                "quiet": False,
+                "other_ray_processes": left,
+            }
         time.sleep(2.0)
 
 
@@ -614,9 +638,22 @@ def run_worker(path: str, rows: int, data_dir: Path, workdir: Path, args, script
     result_file.unlink(missing_ok=True)  # never read a stale result
     log_file = workdir / "logs" / f"{path}-{rows}.log"
     log_file.parent.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, str(Path(script or __file__).resolve()), "--worker", path, "--data-dir", str(data_dir),
-           "--job-dir", str(job_dir), "--result", str(result_file), "--sample-interval", str(args.sample_interval),
-           "--sampler-nice", str(args.sampler_nice)] + (["--exact-pss"] if args.exact_pss else [])
+    cmd = [
+        sys.executable,
+        str(Path(script or __file__).resolve()),
+        "--worker",
+        path,
+        "--data-dir",
+        str(data_dir),
+        "--job-dir",
+        str(job_dir),
+        "--result",
+        str(result_file),
+        "--sample-interval",
+        str(args.sample_interval),
+        "--sampler-nice",
+        str(args.sampler_nice),
+    ] + (["--exact-pss"] if args.exact_pss else [])
     env = dict(os.environ)
     env.pop("RAY_ADDRESS", None)  # always a fresh local cluster, descendant of the worker
     env.setdefault("PYTHONPATH", str(REPO))
@@ -632,23 +669,28 @@ def run_worker(path: str, rows: int, data_dir: Path, workdir: Path, args, script
     ncpu = psutil.cpu_count() or 1
     # CPU used by processes outside this benchmark while it ran (other sessions, tests, ...)
     # coarse (whole subprocess; Ray workers reaped outside our tree are not in benchmark_cpu_s)
-    parent_view = {"elapsed_s": elapsed, "system_busy_cpu_s": busy, "reaped_children_cpu_s": own,
-                   "ncpu": ncpu, **quiet}
+    parent_view = {"elapsed_s": elapsed, "system_busy_cpu_s": busy, "reaped_children_cpu_s": own, "ncpu": ncpu, **quiet}
     res = json.loads(result_file.read_text()) if result_file.is_file() else {"ok": False, "error": "no result file"}
     res["returncode"] = rc
     res["process_elapsed_s"] = elapsed
     res["machine_state"] = parent_view
     itf = res.get("interference") or {}
     if itf.get("foreign_cpu_fraction", 0.0) > 0.05:
-        print(f"  WARNING: processes outside the benchmark used {itf['foreign_cpu_fraction']:.0%} of the CPUs during "
-              f"this job ({itf['foreign_cpu_s']:.1f} CPU s): timings are disturbed", flush=True)
+        print(
+            f"  WARNING: processes outside the benchmark used {itf['foreign_cpu_fraction']:.0%} of the CPUs during "
+            f"this job ({itf['foreign_cpu_s']:.1f} CPU s): timings are disturbed",
+            flush=True,
+        )
     if not res.get("ok"):
         tail = log_file.read_text().splitlines()[-40:]
         print(f"  [{rows:,} rows] {path}: FAILED rc={rc}: {res.get('error')}\n    " + "\n    ".join(tail), flush=True)
     else:
         mem = res.get("memory") or {}
-        print(f"  [{rows:,} rows] {path}: wall {res['wall_s']:.2f} s, peak above idle "
-              f"{fmt(mem.get('peak_above_idle_mb'), '.0f')} MB", flush=True)
+        print(
+            f"  [{rows:,} rows] {path}: wall {res['wall_s']:.2f} s, peak above idle "
+            f"{fmt(mem.get('peak_above_idle_mb'), '.0f')} MB",
+            flush=True,
+        )
     if args.keep_logs:
         res["log_file"] = str(log_file)
     else:
@@ -675,10 +717,12 @@ def compare(p: dict, r: dict) -> tuple[bool, list[str], dict]:
     info = {
         "same_categories": pf["categories"] == rf["categories"],
         "same_n_features": p["n_features"] == r["n_features"],
-        "max_rel_diff_center": max(abs(pf["center"][c] - rf["center"][c]) / max(abs(pf["center"][c]), 1e-12)
-                                   for c in pf["center"]),
-        "max_rel_diff_scale": max(abs(pf["scale"][c] - rf["scale"][c]) / max(abs(pf["scale"][c]), 1e-12)
-                                  for c in pf["scale"]),
+        "max_rel_diff_center": max(
+            abs(pf["center"][c] - rf["center"][c]) / max(abs(pf["center"][c]), 1e-12) for c in pf["center"]
+        ),
+        "max_rel_diff_scale": max(
+            abs(pf["scale"][c] - rf["scale"][c]) / max(abs(pf["scale"][c]), 1e-12) for c in pf["scale"]
+        ),
         "max_abs_diff_fill_in_std": max(abs(pf["fill"][c] - rf["fill"][c]) / pf["scale"][c] for c in pf["fill"]),
     }
     return not mism, mism, info
@@ -699,12 +743,23 @@ def main(argv=None) -> int:
     ap.add_argument("--keep-logs", action="store_true", help="reference worker logs instead of embedding tails")
     ap.add_argument("--paths", nargs="+", choices=["pandas", "ray"], default=["pandas", "ray"])
     ap.add_argument("--sample-interval", type=float, default=0.1)
-    ap.add_argument("--quiet-wait-s", type=float, default=900,
-                    help="before each run wait up to this long for idle CPUs and no other Ray cluster")
-    ap.add_argument("--exact-pss", action="store_true",
-                    help="re-read every process's PSS at every sample (slows the measured job, see MemorySampler)")
-    ap.add_argument("--sampler-nice", type=int, default=0,
-                    help="nice value of the sampler thread (Linux: per thread); 0 = same priority as the job")
+    ap.add_argument(
+        "--quiet-wait-s",
+        type=float,
+        default=900,
+        help="before each run wait up to this long for idle CPUs and no other Ray cluster",
+    )
+    ap.add_argument(
+        "--exact-pss",
+        action="store_true",
+        help="re-read every process's PSS at every sample (slows the measured job, see MemorySampler)",
+    )
+    ap.add_argument(
+        "--sampler-nice",
+        type=int,
+        default=0,
+        help="nice value of the sampler thread (Linux: per thread); 0 = same priority as the job",
+    )
     # internal: worker mode
     ap.add_argument("--worker", choices=["pandas", "ray"], help=argparse.SUPPRESS)
     ap.add_argument("--data-dir", help=argparse.SUPPRESS)
@@ -724,10 +779,18 @@ def main(argv=None) -> int:
     try:
         for rows in args.rows:
             data_dir, gen_s = ensure_data(workdir, rows, args.shards)
-            print(f"[{rows:,} rows] data {data_dir} ({dir_bytes(data_dir) / MB:.0f} MB"
-                  f"{f', generated in {gen_s:.1f} s' if gen_s else ', cached'})", flush=True)
-            entry = {"rows": rows, "shards": args.shards, "data_dir": str(data_dir),
-                     "data_bytes": dir_bytes(data_dir), "generate_s": gen_s}
+            print(
+                f"[{rows:,} rows] data {data_dir} ({dir_bytes(data_dir) / MB:.0f} MB"
+                f"{f', generated in {gen_s:.1f} s' if gen_s else ', cached'})",
+                flush=True,
+            )
+            entry = {
+                "rows": rows,
+                "shards": args.shards,
+                "data_dir": str(data_dir),
+                "data_bytes": dir_bytes(data_dir),
+                "generate_s": gen_s,
+            }
             for path in args.paths:
                 entry[path] = run_worker(path, rows, data_dir, workdir, args)
             if "pandas" in entry and "ray" in entry:
@@ -735,11 +798,18 @@ def main(argv=None) -> int:
                 entry.update(agree=agree, mismatches=mism, preprocessor_comparison=info)
                 if not agree:
                     bar = "!" * 78
-                    print(f"{bar}\n!!! MISMATCH at {rows:,} rows between pandas and ray:\n!!!   "
-                          + "\n!!!   ".join(mism) + f"\n{bar}", flush=True)
+                    print(
+                        f"{bar}\n!!! MISMATCH at {rows:,} rows between pandas and ray:\n!!!   "
+                        + "\n!!!   ".join(mism)
+                        + f"\n{bar}",
+                        flush=True,
+                    )
                 else:
-                    print(f"  [{rows:,} rows] agree: same rows per split {entry['ray']['rows_per_split']} and "
-                          f"fingerprint {entry['ray']['fingerprint'][:16]}...", flush=True)
+                    print(
+                        f"  [{rows:,} rows] agree: same rows per split {entry['ray']['rows_per_split']} and "
+                        f"fingerprint {entry['ray']['fingerprint'][:16]}...",
+                        flush=True,
+                    )
                 p, r = entry["pandas"], entry["ray"]
                 if p.get("ok") and r.get("ok"):
                     entry["ratios"] = {
@@ -755,8 +825,17 @@ def main(argv=None) -> int:
             shutil.rmtree(workdir, ignore_errors=True)
 
     # ----------------------------------------------------------------- table
-    head = ["rows", "path", "wall s", "wall+init s", "rows/s", "peak MB", "peak above idle MB",
-            "wall vs pandas", "peak-above-idle vs pandas"]
+    head = [
+        "rows",
+        "path",
+        "wall s",
+        "wall+init s",
+        "rows/s",
+        "peak MB",
+        "peak above idle MB",
+        "wall vs pandas",
+        "peak-above-idle vs pandas",
+    ]
     lines = []
     for e in results:
         p = e.get("pandas", {})
@@ -767,12 +846,19 @@ def main(argv=None) -> int:
                 continue
             m = r["memory"]
             ok_p = p.get("ok")
-            lines.append([
-                f"{e['rows']:,}", path, fmt(r["wall_s"], ".2f"), fmt(r.get("wall_with_init_s", r["wall_s"]), ".2f"),
-                fmt(e["rows"] / r["wall_s"], ",.0f"), fmt(m["peak_mb"], ",.0f"), fmt(m["peak_above_idle_mb"], ",.0f"),
-                fmt(r["wall_s"] / p["wall_s"], ".2f") + "x" if ok_p else "-",
-                fmt(m["peak_above_idle_mb"] / p["memory"]["peak_above_idle_mb"], ".2f") + "x" if ok_p else "-",
-            ])
+            lines.append(
+                [
+                    f"{e['rows']:,}",
+                    path,
+                    fmt(r["wall_s"], ".2f"),
+                    fmt(r.get("wall_with_init_s", r["wall_s"]), ".2f"),
+                    fmt(e["rows"] / r["wall_s"], ",.0f"),
+                    fmt(m["peak_mb"], ",.0f"),
+                    fmt(m["peak_above_idle_mb"], ",.0f"),
+                    fmt(r["wall_s"] / p["wall_s"], ".2f") + "x" if ok_p else "-",
+                    fmt(m["peak_above_idle_mb"] / p["memory"]["peak_above_idle_mb"], ".2f") + "x" if ok_p else "-",
+                ]
+            )
     widths = [max(len(h), *(len(x[i]) for x in lines)) if lines else len(h) for i, h in enumerate(head)]
     table = [" | ".join(h.rjust(w) for h, w in zip(head, widths)), "-+-".join("-" * w for w in widths)]
     table += [" | ".join(c.rjust(w) for c, w in zip(x, widths)) for x in lines]
@@ -789,19 +875,34 @@ def main(argv=None) -> int:
         ok, detail = check(e)
         targets.append({"target": name, "status": "PASS" if ok else "FAIL", "detail": detail})
 
-    target("5M rows: Ray wall <= pandas wall", 5_000_000,
-           lambda e: (e["ray"]["wall_s"] <= e["pandas"]["wall_s"],
-                      f"ray {e['ray']['wall_s']:.2f} s vs pandas {e['pandas']['wall_s']:.2f} s "
-                      f"({e['ratios']['wall_ray_vs_pandas']:.2f}x)"))
-    target("5M rows: Ray peak-above-idle <= 0.5 x pandas", 5_000_000,
-           lambda e: (e["ratios"]["peak_above_idle_ray_vs_pandas"] <= 0.5,
-                      f"ray {e['ray']['memory']['peak_above_idle_mb']:.0f} MB vs pandas "
-                      f"{e['pandas']['memory']['peak_above_idle_mb']:.0f} MB "
-                      f"({e['ratios']['peak_above_idle_ray_vs_pandas']:.2f}x)"))
-    target("1M rows: Ray wall <= 3 x pandas wall", 1_000_000,
-           lambda e: (e["ratios"]["wall_ray_vs_pandas"] <= 3.0,
-                      f"ray {e['ray']['wall_s']:.2f} s vs pandas {e['pandas']['wall_s']:.2f} s "
-                      f"({e['ratios']['wall_ray_vs_pandas']:.2f}x)"))
+    target(
+        "5M rows: Ray wall <= pandas wall",
+        5_000_000,
+        lambda e: (
+            e["ray"]["wall_s"] <= e["pandas"]["wall_s"],
+            f"ray {e['ray']['wall_s']:.2f} s vs pandas {e['pandas']['wall_s']:.2f} s "
+            f"({e['ratios']['wall_ray_vs_pandas']:.2f}x)",
+        ),
+    )
+    target(
+        "5M rows: Ray peak-above-idle <= 0.5 x pandas",
+        5_000_000,
+        lambda e: (
+            e["ratios"]["peak_above_idle_ray_vs_pandas"] <= 0.5,
+            f"ray {e['ray']['memory']['peak_above_idle_mb']:.0f} MB vs pandas "
+            f"{e['pandas']['memory']['peak_above_idle_mb']:.0f} MB "
+            f"({e['ratios']['peak_above_idle_ray_vs_pandas']:.2f}x)",
+        ),
+    )
+    target(
+        "1M rows: Ray wall <= 3 x pandas wall",
+        1_000_000,
+        lambda e: (
+            e["ratios"]["wall_ray_vs_pandas"] <= 3.0,
+            f"ray {e['ray']['wall_s']:.2f} s vs pandas {e['pandas']['wall_s']:.2f} s "
+            f"({e['ratios']['wall_ray_vs_pandas']:.2f}x)",
+        ),
+    )
     print()
     for t in targets:
         print(f"{t['status']}: {t['target']} -- {t['detail']}")
@@ -811,8 +912,10 @@ def main(argv=None) -> int:
         for path in args.paths:
             itf = e[path].get("interference") or {}
             if itf.get("foreign_cpu_fraction", 0.0) > 0.05:
-                print(f"NOTE: {e['rows']:,} rows / {path}: other processes used {itf['foreign_cpu_fraction']:.0%} "
-                      "of the CPUs during the job; its timing is disturbed")
+                print(
+                    f"NOTE: {e['rows']:,} rows / {path}: other processes used {itf['foreign_cpu_fraction']:.0%} "
+                    "of the CPUs during the job; its timing is disturbed"
+                )
 
     out = Path(args.out)
     if not out.is_absolute():
@@ -824,23 +927,29 @@ def main(argv=None) -> int:
         "cwd": os.getcwd(),
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": machine,
-        "settings": {"rows": args.rows, "shards": args.shards, "paths": args.paths,
-                     "sample_interval_s": args.sample_interval, "config": str(QUICKSTART),
-                     "workdir": str(workdir), "workdir_deleted": tmp and not args.keep_workdir},
+        "settings": {
+            "rows": args.rows,
+            "shards": args.shards,
+            "paths": args.paths,
+            "sample_interval_s": args.sample_interval,
+            "config": str(QUICKSTART),
+            "workdir": str(workdir),
+            "workdir_deleted": tmp and not args.keep_workdir,
+        },
         "methodology": {
             "wall_s": "job only; Ray: excludes ray.init and warm-up, includes Ray Data's first execution",
             "wall_with_init_s": "Ray: wall_s + ray.init time",
             "memory": "sum of PSS (psutil memory_full_info) over the worker process and all descendants, "
-                      "sampled every sample_interval_s by a background thread; baseline = median of direct "
-                      "measurements over 1 s right before the job (Ray: after ray.init + 2 warm-up tasks + 2 s). "
-                      "Unless --exact-pss, a process's PSS is re-read at most every 0.5 s (at least every 2 s) and "
-                      "extrapolated in between as last PSS + RSS change (page-table walks of smaps_rollup stall "
-                      "allocating processes: exact reads every 0.1 s made the Ray path ~1.6-3x slower)",
+            "sampled every sample_interval_s by a background thread; baseline = median of direct "
+            "measurements over 1 s right before the job (Ray: after ray.init + 2 warm-up tasks + 2 s). "
+            "Unless --exact-pss, a process's PSS is re-read at most every 0.5 s (at least every 2 s) and "
+            "extrapolated in between as last PSS + RSS change (page-table walks of smaps_rollup stall "
+            "allocating processes: exact reads every 0.1 s made the Ray path ~1.6-3x slower)",
             "interference": "per job: CPU seconds of the worker's process tree vs system busy CPU seconds; "
-                            "foreign_cpu_fraction > 0.05 means other processes disturbed the timing. Before each "
-                            "run the parent waits for idle CPUs and no other Ray cluster (--quiet-wait-s)",
+            "foreign_cpu_fraction > 0.05 means other processes disturbed the timing. Before each "
+            "run the parent waits for idle CPUs and no other Ray cluster (--quiet-wait-s)",
             "isolation": "each path runs in its own fresh subprocess, one after the other (never two Ray "
-                         "clusters at once)",
+            "clusters at once)",
         },
         "results": results,
         "targets": targets,

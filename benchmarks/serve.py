@@ -33,7 +33,7 @@ wrk.body = f:read("*a")
 f:close()
 """
 
-BARE_APP = '''
+BARE_APP = """
 import json, os, mlflow, pandas as pd
 from fastapi import FastAPI, Request
 mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
@@ -45,7 +45,7 @@ async def predict(request: Request):
     body = await request.json()
     out = model.predict(pd.DataFrame(body["records"]))
     return {"predictions": out["prediction"].tolist(), "probabilities": out["probability"].tolist()}
-'''
+"""
 
 
 def ensure_wrk() -> str:
@@ -67,9 +67,13 @@ def _ms(text: str) -> float:
 
 def run_wrk(wrk: str, url: str, body: Path, lua: Path, conc: int, duration: int) -> dict:
     threads = 1 if conc < 64 else 2
-    out = subprocess.run([wrk, f"-t{threads}", f"-c{conc}", f"-d{duration}s", "--latency", "--timeout", "10s",
-                          "-s", str(lua), url], env=dict(os.environ, WRK_BODY=str(body)), capture_output=True,
-                         text=True, timeout=duration + 60).stdout
+    out = subprocess.run(
+        [wrk, f"-t{threads}", f"-c{conc}", f"-d{duration}s", "--latency", "--timeout", "10s", "-s", str(lua), url],
+        env=dict(os.environ, WRK_BODY=str(body)),
+        capture_output=True,
+        text=True,
+        timeout=duration + 60,
+    ).stdout
     res = {"concurrency": conc, "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))}
     for q in ("50", "99"):
         m = re.search(rf"\s{q}(?:\.000)?%\s+([\d.]+\w+)", out)
@@ -108,29 +112,32 @@ def main(argv=None) -> int:
     import yaml
 
     from mlops_ray.config import config_from_dict
+    from mlops_ray.context import Context
     from mlops_ray.data.prepare import prepare_snapshot
-    from mlops_ray.pipeline.quickstart import ensure_sample_data
+    from mlops_ray.data.splits import load_split
+    from mlops_ray.pipeline.stages import ensure_sample_data
     from mlops_ray.registry.promotion import promote
     from mlops_ray.serve.runner import start_service, stop_service
-    from mlops_ray.data.splits import load_split
     from mlops_ray.train.run import train_model
 
     raw = yaml.safe_load((ROOT / "examples" / "quickstart.yaml").read_text())
     cfg = config_from_dict(raw, base_dir=ROOT / "examples")
-    ensure_sample_data(cfg, echo=lambda *_: None)
-    snap = prepare_snapshot(cfg, get_workspace(), engine="local").snapshot
-    train_model(cfg, snapshot_ref=snap.id)
-    promote(cfg)
+    ctx = Context.create(cfg)  # this script is an entry point: $MLOPS_RAY_HOME set above
+    ensure_sample_data(ctx, cfg)
+    snap = prepare_snapshot(cfg, ctx.workspace, engine="local").snapshot
+    promote(ctx, cfg, train_model(ctx, cfg, snap).version)
     spec = snap.manifest["spec"]
     frame = load_split(snap, "test", snap.preprocessor(), keep_frame=True).frame
-    recs = json.loads(frame[spec["numeric_features"] + spec["categorical_features"]].head(100).to_json(orient="records"))
+    recs = json.loads(
+        frame[spec["numeric_features"] + spec["categorical_features"]].head(100).to_json(orient="records")
+    )
     bodies = {}
     for n in (1, 100):
         bodies[("records", n)] = work / f"records{n}.json"
         bodies[("records", n)].write_text(json.dumps({"records": recs[:n]}))
         bodies[("mlflow", n)] = work / f"mlflow{n}.json"
         bodies[("mlflow", n)].write_text(json.dumps({"dataframe_records": recs[:n]}))
-    tracking = cfg.mlflow.resolved_tracking_uri()
+    tracking = ctx.tracking_uri
     model_uri = f"models:/{cfg.registry.model_name}@champion"
     env = dict(os.environ, MLFLOW_TRACKING_URI=tracking, MODEL_URI=model_uri, PATH=f"{BIN}:{os.environ['PATH']}")
     (work / "bare_app.py").write_text(BARE_APP)
@@ -144,24 +151,60 @@ def main(argv=None) -> int:
     for name, fmt, url in servers:
         proc = None
         if name.startswith("mlops-ray"):
-            start_service(cfg)
+            start_service(ctx, cfg)
         elif name.startswith("mlflow"):
-            proc = subprocess.Popen([str(BIN / "mlflow"), "models", "serve", "-m", model_uri, "--env-manager", "local",
-                                     "-h", "127.0.0.1", "-p", "5011"], env=env, stdout=subprocess.DEVNULL,
-                                    stderr=subprocess.DEVNULL, start_new_session=True)
+            proc = subprocess.Popen(
+                [
+                    str(BIN / "mlflow"),
+                    "models",
+                    "serve",
+                    "-m",
+                    model_uri,
+                    "--env-manager",
+                    "local",
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    "5011",
+                ],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
             wait_up("http://127.0.0.1:5011/ping")
         else:
-            proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "bare_app:app", "--host", "127.0.0.1",
-                                     "--port", "5012", "--log-level", "warning", "--no-access-log"], cwd=work, env=env,
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+            proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "uvicorn",
+                    "bare_app:app",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    "5012",
+                    "--log-level",
+                    "warning",
+                    "--no-access-log",
+                ],
+                cwd=work,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
             wait_up("http://127.0.0.1:5012/docs")
         try:
             run_wrk(wrk, url, bodies[(fmt, 1)], work / "post.lua", 8, 2)  # warm-up
             for c in args.concurrency:
                 r = run_wrk(wrk, url, bodies[(fmt, 1)], work / "post.lua", c, args.duration)
                 results.append({"server": name, "records_per_request": 1, **r, "rows_per_s": r["rps"]})
-                print(f"{name:<40} c={c:<4} {r['rps']:8.1f} rps  p50 {r['p50_ms']:7.1f} ms  p99 {r['p99_ms']:7.1f} ms"
-                      f"  errors {r['errors']}", flush=True)
+                print(
+                    f"{name:<40} c={c:<4} {r['rps']:8.1f} rps  p50 {r['p50_ms']:7.1f} ms  p99 {r['p99_ms']:7.1f} ms"
+                    f"  errors {r['errors']}",
+                    flush=True,
+                )
             r = run_wrk(wrk, url, bodies[(fmt, 100)], work / "post.lua", 8, args.duration)
             results.append({"server": name, "records_per_request": 100, **r, "rows_per_s": r["rps"] * 100})
             print(f"{name:<40} 100-record c=8 {r['rps'] * 100:9.0f} rows/s", flush=True)
@@ -176,42 +219,69 @@ def main(argv=None) -> int:
                 ray.shutdown()
 
     def cell(server, c, n=1):
-        return next((r for r in results if r["server"] == server and r["concurrency"] == c
-                     and r["records_per_request"] == n), None)
+        return next(
+            (r for r in results if r["server"] == server and r["concurrency"] == c and r["records_per_request"] == n),
+            None,
+        )
 
     ours, mlf, bare = (s[0] for s in servers)
     print(f"\n{'server':<40} {'conc':>5} {'rps':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
     for r in results:
         if r["records_per_request"] == 1:
-            print(f"{r['server']:<40} {r['concurrency']:>5} {r['rps']:>9.1f} {r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f} "
-                  f"{r['errors']:>7}")
+            print(
+                f"{r['server']:<40} {r['concurrency']:>5} {r['rps']:>9.1f} {r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f} "
+                f"{r['errors']:>7}"
+            )
     for s in (ours, mlf, bare):
         print(f"{s:<40} 100-record requests, c=8: {cell(s, 8, 100)['rows_per_s']:,.0f} rows/s")
     checks = []
     if cell(ours, 32):
         o, b, m = cell(ours, 32), cell(bare, 32), cell(mlf, 32)
-        checks += [("c=32 throughput >= 1.0x bare FastAPI", o["rps"] >= b["rps"], o["rps"] / b["rps"]),
-                   ("c=32 throughput >= 4x MLflow server", o["rps"] >= 4 * m["rps"], o["rps"] / m["rps"]),
-                   ("c=32 p99 <= bare FastAPI p99", o["p99_ms"] <= b["p99_ms"], o["p99_ms"] / b["p99_ms"])]
+        checks += [
+            ("c=32 throughput >= 1.0x bare FastAPI", o["rps"] >= b["rps"], o["rps"] / b["rps"]),
+            ("c=32 throughput >= 4x MLflow server", o["rps"] >= 4 * m["rps"], o["rps"] / m["rps"]),
+            ("c=32 p99 <= bare FastAPI p99", o["p99_ms"] <= b["p99_ms"], o["p99_ms"] / b["p99_ms"]),
+        ]
     if cell(ours, 1):
-        checks.append(("c=1 p50 <= 2x bare FastAPI p50", cell(ours, 1)["p50_ms"] <= 2 * cell(bare, 1)["p50_ms"],
-                       cell(ours, 1)["p50_ms"] / cell(bare, 1)["p50_ms"]))
+        checks.append(
+            (
+                "c=1 p50 <= 2x bare FastAPI p50",
+                cell(ours, 1)["p50_ms"] <= 2 * cell(bare, 1)["p50_ms"],
+                cell(ours, 1)["p50_ms"] / cell(bare, 1)["p50_ms"],
+            )
+        )
     o100 = cell(ours, 8, 100)["rows_per_s"]
-    checks.append(("100-record rows/s above both", o100 > max(cell(mlf, 8, 100)["rows_per_s"], cell(bare, 8, 100)["rows_per_s"]),
-                   o100 / max(cell(mlf, 8, 100)["rows_per_s"], cell(bare, 8, 100)["rows_per_s"])))
+    checks.append(
+        (
+            "100-record rows/s above both",
+            o100 > max(cell(mlf, 8, 100)["rows_per_s"], cell(bare, 8, 100)["rows_per_s"]),
+            o100 / max(cell(mlf, 8, 100)["rows_per_s"], cell(bare, 8, 100)["rows_per_s"]),
+        )
+    )
     ours_rows = [r for r in results if r["server"] == ours and r["records_per_request"] == 1]
     peak = max(r["rps"] for r in ours_rows)
     last = max(ours_rows, key=lambda r: r["concurrency"])
-    checks.append((f"no errors 1..{last['concurrency']} connections", all(r["errors"] == 0 for r in ours_rows),
-                   sum(r["errors"] for r in ours_rows)))
-    checks.append((f"throughput at {last['concurrency']} >= 80% of peak", last["rps"] >= 0.8 * peak, last["rps"] / peak))
+    checks.append(
+        (
+            f"no errors 1..{last['concurrency']} connections",
+            all(r["errors"] == 0 for r in ours_rows),
+            sum(r["errors"] for r in ours_rows),
+        )
+    )
+    checks.append(
+        (f"throughput at {last['concurrency']} >= 80% of peak", last["rps"] >= 0.8 * peak, last["rps"] / peak)
+    )
     for n, ok, v in checks:
         print(f"{'PASS' if ok else 'FAIL'}: {n} (measured {v:.2f})")
     import importlib.metadata as md
 
-    out = {"command": " ".join([sys.executable, *sys.argv]), "duration_s": args.duration, "results": results,
-           "checks": [{"check": n, "pass": bool(ok), "value": v} for n, ok, v in checks],
-           "machine": {"cpus": os.cpu_count(), **{p: md.version(p) for p in ("ray", "mlflow", "fastapi", "uvicorn")}}}
+    out = {
+        "command": " ".join([sys.executable, *sys.argv]),
+        "duration_s": args.duration,
+        "results": results,
+        "checks": [{"check": n, "pass": bool(ok), "value": v} for n, ok, v in checks],
+        "machine": {"cpus": os.cpu_count(), **{p: md.version(p) for p in ("ray", "mlflow", "fastapi", "uvicorn")}},
+    }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=1))
     try:

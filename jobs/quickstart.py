@@ -1,6 +1,6 @@
 """Ray job entrypoint for the whole quickstart pipeline.
 
-    ray job submit --working-dir . -- python jobs/quickstart.py
+ray job submit --working-dir . -- python jobs/quickstart.py
 """
 
 from mlops_ray.cli import main

@@ -40,7 +40,9 @@ def _parse_fractions(text: str) -> dict[str, float]:
     out = {}
     for part in text.split(","):
         if "=" not in part:
-            raise ConfigError(f"--fractions: expected name=fraction pairs like train=0.8,valid=0.1,test=0.1; got {part!r}")
+            raise ConfigError(
+                f"--fractions: expected name=fraction pairs like train=0.8,valid=0.1,test=0.1; got {part!r}"
+            )
         k, v = part.split("=", 1)
         try:
             out[k.strip()] = float(v)
@@ -72,8 +74,13 @@ def data():
 @click.option("--out", "out", type=click.Path(file_okay=False), required=True, help="Output directory.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--shards", type=click.IntRange(min=1), default=4, show_default=True, help="Number of Parquet files.")
-@click.option("--drift", type=click.FloatRange(0, 1), default=0.0, show_default=True,
-              help="0 = none, 1 = strong covariate/concept drift and unseen categories.")
+@click.option(
+    "--drift",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    show_default=True,
+    help="0 = none, 1 = strong covariate/concept drift and unseen categories.",
+)
 @_friendly
 def data_generate(rows, out, seed, shards, drift):
     """Write a synthetic customer dataset as sharded Parquet."""
@@ -117,8 +124,13 @@ def data_split(input_path, id_column, fractions, salt, out, fmt, engine):
 @data.command("fingerprint")
 @click.argument("input_path", metavar="INPUT")
 @click.option("--format", "fmt", type=click.Choice(["auto", "parquet", "csv"]), default="auto", show_default=True)
-@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
-              help="local streams in this process; ray runs batches as Ray Data tasks.")
+@click.option(
+    "--engine",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="local streams in this process; ray runs batches as Ray Data tasks.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @_friendly
 def data_fingerprint(input_path, fmt, engine, as_json):
@@ -141,8 +153,10 @@ def _print_snapshot_summary(res) -> None:
     click.echo(f"  rows:        {m['rows']}")
     for k, v in m["rows_per_split"].items():
         click.echo(f"    {k:>8}: {v:>10}  ({v / max(m['rows'], 1):.2%})")
-    click.echo(f"  features:    {len(m['spec']['numeric_features'])} numeric, "
-               f"{len(m['spec']['categorical_features'])} categorical -> {len(m['feature_names'])} model inputs")
+    click.echo(
+        f"  features:    {len(m['spec']['numeric_features'])} numeric, "
+        f"{len(m['spec']['categorical_features'])} categorical -> {len(m['feature_names'])} model inputs"
+    )
 
 
 @data.command("prepare")
@@ -169,12 +183,15 @@ def data_list(as_json):
     if not snaps:
         click.echo("no snapshots yet; run 'mlops-ray data prepare --config FILE'")
         return
-    click.echo(f"{'NAME':<16} {'SNAPSHOT':<17} {'FINGERPRINT':<13} {'ROWS PER SPLIT':<34} {'CREATED':<21} {'USED BY':<8} SOURCE")
+    header = f"{'NAME':<16} {'SNAPSHOT':<17} {'FINGERPRINT':<13} {'ROWS PER SPLIT':<34} {'CREATED':<21}"
+    click.echo(f"{header} {'USED BY':<8} SOURCE")
     for s in snaps:
         m = s.manifest
         rows = ",".join(f"{k}={v}" for k, v in m["rows_per_split"].items())
-        click.echo(f"{m['name']:<16} {m['snapshot_id']:<17} {m['fingerprint'][:12]:<13} {rows:<34} "
-                   f"{m['created_at']:<21} {len(s.usage()):<8} {m['source']['uri']}")
+        click.echo(
+            f"{m['name']:<16} {m['snapshot_id']:<17} {m['fingerprint'][:12]:<13} {rows:<34} "
+            f"{m['created_at']:<21} {len(s.usage()):<8} {m['source']['uri']}"
+        )
 
 
 @data.command("show")
@@ -207,31 +224,37 @@ def _snapshot_for(ctx, cfg, snapshot_ref: str | None):
     from mlops_ray.pipeline import stages
 
     res = stages.prepare(ctx, cfg)
-    click.echo(f"prepared snapshot {res.snapshot.id} ({'reused' if res.reused else 'created'}); "
-               "pass --snapshot to train on a given one")
+    click.echo(
+        f"prepared snapshot {res.snapshot.id} ({'reused' if res.reused else 'created'}); "
+        "pass --snapshot to train on a given one"
+    )
     return res.snapshot
 
 
 def _print_candidate(res, kind: str) -> None:
     click.echo(f"{kind} run {res.run_id}  snapshot {res.snapshot_id}")
     if res.plan is not None:
-        click.echo(f"  execution: {res.plan.mode} (workers={res.plan.num_workers}, threads={res.plan.nthread}) "
-                   f"- {res.plan.reason}")
+        click.echo(
+            f"  execution: {res.plan.mode} (workers={res.plan.num_workers}, threads={res.plan.nthread}) "
+            f"- {res.plan.reason}"
+        )
     for k in sorted(res.metrics):
         click.echo(f"  {k:<18} {res.metrics[k]:.5f}")
     if res.version:
         click.echo(f"  registered version {res.version} (alias 'challenger')  ({res.model_uri})")
 
 
-config_option = click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False),
-                             help="Pipeline YAML.")
+config_option = click.option(
+    "--config", "config_path", required=True, type=click.Path(dir_okay=False), help="Pipeline YAML."
+)
 
 
 @main.command("train")
 @config_option
 @click.option("--snapshot", "snapshot_ref", default=None, help="Snapshot id/prefix/NAME@latest (default: prepare).")
-@click.option("--execution", type=click.Choice(["auto", "local", "distributed"]), default=None,
-              help="Override model.execution.")
+@click.option(
+    "--execution", type=click.Choice(["auto", "local", "distributed"]), default=None, help="Override model.execution."
+)
 @click.option("--no-register", is_flag=True, help="Log to MLflow but do not register a version.")
 @_friendly
 def train_cmd(config_path, snapshot_ref, execution, no_register):
@@ -256,8 +279,10 @@ def tune_cmd(config_path, snapshot_ref, no_register):
     cfg = _load(config_path)
     ctx = _context(cfg)
     res = tune_model(ctx, cfg, _snapshot_for(ctx, cfg, snapshot_ref), register=not no_register)
-    click.echo(f"tuning: {res.extra['finished']}/{res.extra['trials']} trials finished in "
-               f"{res.extra['tune_seconds']:.1f}s; best config {res.extra['best_config']}")
+    click.echo(
+        f"tuning: {res.extra['finished']}/{res.extra['trials']} trials finished in "
+        f"{res.extra['tune_seconds']:.1f}s; best config {res.extra['best_config']}"
+    )
     _print_candidate(res, "tune")
 
 
@@ -276,8 +301,10 @@ def promote_cmd(config_path, version, force):
         version = challenger_version(ctx, cfg)
         click.echo(f"gating v{version} (the current 'challenger')")
     r = promote(ctx, cfg, version, force=force)
-    click.echo(f"{r.decision.action}: v{r.challenger_version} vs '{r.alias}' "
-               f"{('v' + r.champion_version) if r.champion_version else '(none)'}")
+    click.echo(
+        f"{r.decision.action}: v{r.challenger_version} vs '{r.alias}' "
+        f"{('v' + r.champion_version) if r.champion_version else '(none)'}"
+    )
     for reason in r.decision.reasons:
         click.echo(f"  - {reason}")
 
@@ -316,17 +343,26 @@ def models_cmd(config_path, history, as_json):
         click.echo(f"no versions of {cfg.registry.model_name!r} yet")
     for r in rows:
         metrics = " ".join(f"{k}={v}" for k, v in sorted(r["metrics"].items()))
-        click.echo(f"v{r['version']:<4} {','.join(r['aliases']) or '-':<22} snapshot={r['snapshot_id']} "
-                   f"data={r['data_fingerprint']} gate={r['gate'] or '-'} {metrics}")
+        click.echo(
+            f"v{r['version']:<4} {','.join(r['aliases']) or '-':<22} snapshot={r['snapshot_id']} "
+            f"data={r['data_fingerprint']} gate={r['gate'] or '-'} {metrics}"
+        )
     for e in events:
-        click.echo(f"  #{e['seq']} {e['when']} {e['alias']}: {e['from_version']} -> {e['to_version']} "
-                   f"[{e['action']}] by {e['who']}: {e['reason']}")
+        click.echo(
+            f"  #{e['seq']} {e['when']} {e['alias']}: {e['from_version']} -> {e['to_version']} "
+            f"[{e['action']}] by {e['who']}: {e['reason']}"
+        )
 
 
 @main.command("reproduce")
 @click.argument("run_id")
-@click.option("--config", "config_path", default=None, type=click.Path(dir_okay=False),
-              help="Pipeline YAML whose mlflow section locates the run (default: workspace MLflow).")
+@click.option(
+    "--config",
+    "config_path",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="Pipeline YAML whose mlflow section locates the run (default: workspace MLflow).",
+)
 @click.option("--allow-code-change", is_flag=True, help="Compare even if the code differs from the run's.")
 @_friendly
 def reproduce_cmd(run_id, config_path, allow_code_change):
@@ -357,8 +393,10 @@ def predict_cmd(config_path, input_path, output_dir, model_uri):
 
     cfg = _load(config_path)
     m = predict_files(_context(cfg), cfg, input_path, output_dir, model_uri)
-    click.echo(f"scored {m['rows']} rows with {m['model']['name']} v{m['model']['version']} in {m['seconds']:.1f}s "
-               f"-> {output_dir}")
+    click.echo(
+        f"scored {m['rows']} rows with {m['model']['name']} v{m['model']['version']} in {m['seconds']:.1f}s "
+        f"-> {output_dir}"
+    )
     click.echo(f"  input fingerprint {m['input_fingerprint']}")
 
 
@@ -397,8 +435,13 @@ def serve_reload(parent_config, config_path):
 
 # ------------------------------------------------------------------------ quickstart
 @main.command("quickstart")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
-              help="Pipeline YAML (default: the bundled examples/quickstart.yaml).")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Pipeline YAML (default: the bundled examples/quickstart.yaml).",
+)
 @_friendly
 def quickstart(config_path):
     """Run the whole pipeline on bundled sample data (local Ray, MLflow in the workspace)."""

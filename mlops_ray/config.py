@@ -35,9 +35,7 @@ class SplitConfig(_Strict):
     """Hash split: row -> split by XXH64(salt + ':' + id) mod 10000 (see README)."""
 
     salt: str = "v1"
-    fractions: dict[str, float] = Field(
-        default_factory=lambda: {"train": 0.8, "valid": 0.1, "test": 0.1}
-    )
+    fractions: dict[str, float] = Field(default_factory=lambda: {"train": 0.8, "valid": 0.1, "test": 0.1})
 
     @field_validator("fractions")
     @classmethod
@@ -103,9 +101,7 @@ class DataConfig(_Strict):
 
     @model_validator(mode="after")
     def _check_columns(self) -> "DataConfig":
-        special = {self.id_column, self.label_column} | (
-            {self.timestamp_column} if self.timestamp_column else set()
-        )
+        special = {self.id_column, self.label_column} | ({self.timestamp_column} if self.timestamp_column else set())
         num = self.numeric_features or []
         cat = self.categorical_features or []
         for name, cols in (("numeric_features", num), ("categorical_features", cat)):
@@ -234,9 +230,15 @@ class ServeSettings(_Strict):
     @classmethod
     def from_config(cls, cfg: "PipelineConfig", tracking_uri: str) -> "ServeSettings":
         s = cfg.serve
-        return cls(tracking_uri=tracking_uri, model_name=cfg.registry.model_name, alias=s.model_alias,
-                   poll_interval_s=s.poll_interval_s, max_body_bytes=s.max_body_bytes,
-                   max_batch_size=s.max_batch_size, batch_wait_timeout_s=s.batch_wait_timeout_s)
+        return cls(
+            tracking_uri=tracking_uri,
+            model_name=cfg.registry.model_name,
+            alias=s.model_alias,
+            poll_interval_s=s.poll_interval_s,
+            max_body_bytes=s.max_body_bytes,
+            max_batch_size=s.max_batch_size,
+            batch_wait_timeout_s=s.batch_wait_timeout_s,
+        )
 
 
 class DriftConfig(_Strict):
@@ -277,8 +279,10 @@ class PipelineConfig(_Strict):
         if self.registry.gate.metric is None and self.registry.gate.direction is not None:
             want = direction(DEFAULT_METRIC[task])
             if self.registry.gate.direction != want:
-                raise ValueError(f"registry.gate.direction {self.registry.gate.direction!r} contradicts the default "
-                                 f"metric {DEFAULT_METRIC[task]!r} ({want}); set registry.gate.metric too")
+                raise ValueError(
+                    f"registry.gate.direction {self.registry.gate.direction!r} contradicts the default "
+                    f"metric {DEFAULT_METRIC[task]!r} ({want}); set registry.gate.metric too"
+                )
         return self
 
     def source(self, workspace_root: Path) -> str:
@@ -311,7 +315,7 @@ def _format_validation_error(err: ValidationError) -> list[str]:
         elif e["type"] == "missing":
             msg = "required key is missing"
         elif msg.startswith("Value error, "):
-            msg = msg[len("Value error, "):]
+            msg = msg[len("Value error, ") :]
         lines.append(f"{loc}: {msg}")
     return lines
 

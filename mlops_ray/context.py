@@ -61,8 +61,9 @@ class Context:
     def client(self):
         """An ``MlflowClient`` bound to this context's store (the experiment is created on first use)."""
         if self._client is None:
-            self._client, self._experiment_id = tracking.connect(self.tracking_uri, self.experiment,
-                                                                  self.workspace.artifacts)
+            self._client, self._experiment_id = tracking.connect(
+                self.tracking_uri, self.experiment, self.workspace.artifacts
+            )
         return self._client
 
     @property

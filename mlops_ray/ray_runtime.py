@@ -12,12 +12,19 @@ import logging
 import os
 
 AUTH_ENV = "RAY_AUTH_MODE"
-AUTOSCALING_METRIC_ENV = ("RAY_SERVE_REPLICA_AUTOSCALING_METRIC_PUSH_INTERVAL_S",
-                          "RAY_SERVE_HANDLE_AUTOSCALING_METRIC_PUSH_INTERVAL_S")
+AUTOSCALING_METRIC_ENV = (
+    "RAY_SERVE_REPLICA_AUTOSCALING_METRIC_PUSH_INTERVAL_S",
+    "RAY_SERVE_HANDLE_AUTOSCALING_METRIC_PUSH_INTERVAL_S",
+)
 
 
-def ensure_ray(num_cpus: int | None = None, address: str | None = None, include_dashboard: bool | None = None,
-               quiet: bool = True, **kwargs) -> bool:
+def ensure_ray(
+    num_cpus: int | None = None,
+    address: str | None = None,
+    include_dashboard: bool | None = None,
+    quiet: bool = True,
+    **kwargs,
+) -> bool:
     """Initialise Ray if not already; returns True when this call started/connected it.
 
     Args:

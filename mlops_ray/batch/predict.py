@@ -15,7 +15,6 @@ import pickle
 import time
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -56,8 +55,15 @@ class _ScoreUnits:
         return pa.table({"rows": pa.array(rows, pa.int64()), "fp": pa.array(fps, pa.large_binary())})
 
 
-def predict_files(ctx, cfg, input_path: str, output_dir: str, model_uri: str | None = None,
-                  batch_size: int = 65_536, max_actors: int = 2) -> dict:
+def predict_files(
+    ctx,
+    cfg,
+    input_path: str,
+    output_dir: str,
+    model_uri: str | None = None,
+    batch_size: int = 65_536,
+    max_actors: int = 2,
+) -> dict:
     """Score ``input_path`` into ``output_dir`` with the deploy-alias model (or ``model_uri``);
     returns the manifest written there."""
     import ray.data
@@ -65,9 +71,8 @@ def predict_files(ctx, cfg, input_path: str, output_dir: str, model_uri: str | N
     from mlops_ray.data.fingerprint import FingerprintPartial
     from mlops_ray.data.ray_io import work_units
     from mlops_ray.data.sources import list_source
-    from mlops_ray.errors import ConfigError
+    from mlops_ray.errors import ConfigError, MlopsRayError
     from mlops_ray.ray_runtime import ensure_ray
-    from mlops_ray.errors import MlopsRayError
     from mlops_ray.registry import tracking
 
     client = ctx.client
@@ -102,18 +107,34 @@ def predict_files(ctx, cfg, input_path: str, output_dir: str, model_uri: str | N
     units = work_units(src)
     items = [{"unit": pickle.dumps(u)} for u in units]
     ds = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
-    res = ds.map_batches(_ScoreUnits, batch_format="pyarrow", batch_size=1, concurrency=(1, max_actors),
-                         num_cpus=0.5, fn_constructor_args=(ctx.tracking_uri, name, version,
-                                                            str(out.resolve()), cfg.data.id_column, batch_size))
+    res = ds.map_batches(
+        _ScoreUnits,
+        batch_format="pyarrow",
+        batch_size=1,
+        concurrency=(1, max_actors),
+        num_cpus=0.5,
+        fn_constructor_args=(ctx.tracking_uri, name, version, str(out.resolve()), cfg.data.id_column, batch_size),
+    )
     total, rows = FingerprintPartial(()), 0
     for block in res.iter_batches(batch_format="pyarrow", batch_size=None):
         for n, fp in zip(block.column("rows").to_pylist(), block.column("fp").to_pylist()):
             rows += n
             total = total.merge(pickle.loads(fp))
     mv = client.get_model_version(name, version)
-    manifest = {"input": src.uri, "input_fingerprint": total.hexdigest(), "rows": rows,
-                "model": {"name": name, "version": str(version), "alias": alias, "run_id": mv.run_id,
-                          "snapshot_id": mv.tags.get("snapshot_id"), "data_fingerprint": mv.tags.get("data_fingerprint")},
-                "seconds": time.perf_counter() - t0, "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    manifest = {
+        "input": src.uri,
+        "input_fingerprint": total.hexdigest(),
+        "rows": rows,
+        "model": {
+            "name": name,
+            "version": str(version),
+            "alias": alias,
+            "run_id": mv.run_id,
+            "snapshot_id": mv.tags.get("snapshot_id"),
+            "data_fingerprint": mv.tags.get("data_fingerprint"),
+        },
+        "seconds": time.perf_counter() - t0,
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
     (out / "_manifest.json").write_text(json.dumps(manifest, indent=1))
     return manifest

@@ -79,7 +79,11 @@ def _column_hash(col: pa.Array) -> np.ndarray:
     valid = None if col.null_count == 0 else np.asarray(col.is_valid())
     if kind in ("string", "binary") or kind.startswith("other:"):
         if kind != "string":
-            col = pc.cast(col, pa.string()) if kind.startswith("other:") else col.view(pa.binary()).cast(pa.string(), safe=False)
+            col = (
+                pc.cast(col, pa.string())
+                if kind.startswith("other:")
+                else col.view(pa.binary()).cast(pa.string(), safe=False)
+            )
         if pa.types.is_string_view(col.type):
             col = col.cast(pa.string())
         filled = pc.fill_null(col, "") if valid is not None else col

@@ -195,9 +195,7 @@ def _check_drift(drift) -> float:
 def _check_no_stale_shards(out: pathlib.Path, shards: int) -> None:
     """Refuse to leave ``part-NNNNN.parquet`` files from an earlier, larger run in ``out``."""
     pattern = re.compile(r"part-(\d{5})\.parquet")
-    stale = sorted(
-        p.name for p in out.iterdir() if (m := pattern.fullmatch(p.name)) and int(m.group(1)) >= shards
-    )
+    stale = sorted(p.name for p in out.iterdir() if (m := pattern.fullmatch(p.name)) and int(m.group(1)) >= shards)
     if stale:
         raise ValueError(
             f"out_dir {str(out)!r} already contains {', '.join(stale[:3])}"

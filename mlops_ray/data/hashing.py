@@ -82,9 +82,7 @@ def ids_to_strings(ids: pa.Array | pa.ChunkedArray | Sequence) -> pa.Array:
         return ids
     if pa.types.is_integer(t):
         return pc.cast(ids, pa.string())  # decimal, like Python str() and Spark's cast
-    raise ValueError(
-        f"id column must be string or integer typed, got {t}; cast it explicitly (floats are ambiguous)"
-    )
+    raise ValueError(f"id column must be string or integer typed, got {t}; cast it explicitly (floats are ambiguous)")
 
 
 def hash_ids(ids, salt: str) -> np.ndarray:

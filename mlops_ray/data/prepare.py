@@ -30,7 +30,16 @@ import pyarrow.parquet as pq
 from mlops_ray.data import fingerprint as fpm
 from mlops_ray.data.hashing import HASH_SEED, NUM_BUCKETS, assign_splits, hash_ids, split_boundaries
 from mlops_ray.data.preprocess import Preprocessor
-from mlops_ray.data.snapshot import MANIFEST, PREPROCESSOR, REFERENCE, SPLITS, Snapshot, SnapshotStore, snapshot_id, write_json
+from mlops_ray.data.snapshot import (
+    MANIFEST,
+    PREPROCESSOR,
+    REFERENCE,
+    SPLITS,
+    Snapshot,
+    SnapshotStore,
+    snapshot_id,
+    write_json,
+)
 from mlops_ray.data.sources import SourceFiles, iter_batches, list_source, read_schema
 from mlops_ray.data.stats import TrainStats, batch_stats, reference_statistics
 from mlops_ray.data.validate import DataSpec, ValidationReport, resolve_spec, validate_batch
@@ -201,8 +210,9 @@ def run_ray(src: SourceFiles, ctx: BatchContext, batch_size: int) -> Iterable[Ba
     yield from ray_io.map_units(ray_io.work_units(src), process_batch, ctx, batch_size, ctx.spec.id_column)
 
 
-def prepare_snapshot(cfg, workspace: Workspace, *, engine: str = "ray", progress: bool = False,
-                     runner: Runner | None = None) -> PrepareResult:
+def prepare_snapshot(
+    cfg, workspace: Workspace, *, engine: str = "ray", progress: bool = False, runner: Runner | None = None
+) -> PrepareResult:
     """Validate, split, fingerprint and publish a snapshot for ``cfg.data``; reuse an identical one.
 
     Args:

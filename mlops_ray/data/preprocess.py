@@ -24,8 +24,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from mlops_ray.data.stats import TrainStats
 from mlops_ray.data.bins import MISSING, OTHER
+from mlops_ray.data.stats import TrainStats
 
 FORMAT_VERSION = 1
 

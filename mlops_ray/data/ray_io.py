@@ -157,8 +157,9 @@ def _transform_file(path: str, out_path: str, preprocessor, label: str, idc: str
     return rows
 
 
-def write_transformed(snapshot, preprocessor, out_dir: str, splits: list[str] | None = None,
-                      batch_size: int = 131_072) -> dict[str, int]:
+def write_transformed(
+    snapshot, preprocessor, out_dir: str, splits: list[str] | None = None, batch_size: int = 131_072
+) -> dict[str, int]:
     """Materialise preprocessed features of ``splits`` (default all) as ``out_dir/<split>/*.parquet``.
 
     One streaming Ray Data pass over every split file at once; returns rows per split.
@@ -175,8 +176,10 @@ def write_transformed(snapshot, preprocessor, out_dir: str, splits: list[str] | 
     items = []
     for split in splits or snapshot.split_names:
         (Path(out_dir) / split).mkdir(parents=True, exist_ok=True)
-        items += [{"split": split, "path": f, "out": str(Path(out_dir) / split / Path(f).name)}
-                  for f in snapshot.split_files(split)]
+        items += [
+            {"split": split, "path": f, "out": str(Path(out_dir) / split / Path(f).name)}
+            for f in snapshot.split_files(split)
+        ]
 
     def udf(batch: pa.Table) -> pa.Table:
         d = batch.to_pylist()
@@ -187,8 +190,9 @@ def write_transformed(snapshot, preprocessor, out_dir: str, splits: list[str] | 
     if not items:
         return counts
     ds = ray.data.from_items(items, override_num_blocks=len(items))
-    for block in ds.map_batches(udf, batch_format="pyarrow", batch_size=1).iter_batches(batch_format="pyarrow",
-                                                                                       batch_size=None):
+    for block in ds.map_batches(udf, batch_format="pyarrow", batch_size=1).iter_batches(
+        batch_format="pyarrow", batch_size=None
+    ):
         for s, r in zip(block.column("split").to_pylist(), block.column("rows").to_pylist()):
             counts[s] += r
     return counts

@@ -63,8 +63,11 @@ class SplitSpec:
     id_column: str
 
     def to_tags(self) -> dict[str, str]:
-        return {"salt": self.salt, "fractions": json.dumps([[k, v] for k, v in self.fractions]),
-                "id_column": self.id_column}
+        return {
+            "salt": self.salt,
+            "fractions": json.dumps([[k, v] for k, v in self.fractions]),
+            "id_column": self.id_column,
+        }
 
     @classmethod
     def from_tags(cls, tags: dict[str, str]) -> "SplitSpec":
@@ -91,9 +94,15 @@ class SnapshotSpec:
     @classmethod
     def from_manifest(cls, manifest: dict[str, Any]) -> "SnapshotSpec":
         s = manifest["spec"]
-        return cls(s["task"], s["id_column"], s["label_column"], s.get("timestamp_column"),
-                   tuple(s["numeric_features"]), tuple(s["categorical_features"]),
-                   SplitSpec(s["salt"], tuple((k, float(v)) for k, v in s["fractions"]), s["id_column"]))
+        return cls(
+            s["task"],
+            s["id_column"],
+            s["label_column"],
+            s.get("timestamp_column"),
+            tuple(s["numeric_features"]),
+            tuple(s["categorical_features"]),
+            SplitSpec(s["salt"], tuple((k, float(v)) for k, v in s["fractions"]), s["id_column"]),
+        )
 
 
 @dataclass(frozen=True)
@@ -135,8 +144,10 @@ class Snapshot:
         """The split's Parquet files; raises SnapshotNotFoundError if the directory has vanished."""
         d = self.split_dir(split)
         if not d.is_dir():
-            raise SnapshotNotFoundError(f"snapshot {self.id}: split directory {d} is missing; the snapshot was "
-                                        "damaged or deleted (re-run 'mlops-ray data prepare')")
+            raise SnapshotNotFoundError(
+                f"snapshot {self.id}: split directory {d} is missing; the snapshot was "
+                "damaged or deleted (re-run 'mlops-ray data prepare')"
+            )
         return sorted(str(p) for p in d.glob("*.parquet"))
 
     def preprocessor(self):

@@ -91,8 +91,12 @@ def list_source(uri: str, fmt: str = "auto") -> SourceFiles:
     if not chosen:
         raise DataValidationError([f"source {uri!r} contains no {fmt if fmt != 'auto' else 'Parquet/CSV'} files"])
     return SourceFiles(
-        uri=uri, format=fmt, files=tuple(i.path for i in chosen), sizes=tuple(int(i.size or 0) for i in chosen),
-        mtimes_ns=tuple(int(i.mtime_ns or 0) for i in chosen), filesystem=fs,
+        uri=uri,
+        format=fmt,
+        files=tuple(i.path for i in chosen),
+        sizes=tuple(int(i.size or 0) for i in chosen),
+        mtimes_ns=tuple(int(i.mtime_ns or 0) for i in chosen),
+        filesystem=fs,
     )
 
 
@@ -119,8 +123,9 @@ def read_schema(src: SourceFiles, id_column: str | None = None) -> pa.Schema:
         raise DataValidationError([f"cannot read schema of {src.uri!r}: {err}"]) from None
 
 
-def iter_batches(src: SourceFiles, id_column: str | None = None, batch_size: int = 131_072,
-                 columns: list[str] | None = None) -> Iterator[pa.Table]:
+def iter_batches(
+    src: SourceFiles, id_column: str | None = None, batch_size: int = 131_072, columns: list[str] | None = None
+) -> Iterator[pa.Table]:
     """Stream the source as Arrow tables of at most ``batch_size`` rows."""
     ds = arrow_dataset(src, id_column)
     for rb in ds.to_batches(columns=columns, batch_size=batch_size):

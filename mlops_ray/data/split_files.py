@@ -48,8 +48,16 @@ def split_batch(table: pa.Table, ctx: SplitContext) -> dict[str, int]:
     return counts
 
 
-def split_source(uri: str, id_column: str, fractions: dict[str, float], salt: str, out: str,
-                 fmt: str = "auto", engine: str = "ray", batch_size: int = 131_072) -> dict[str, int]:
+def split_source(
+    uri: str,
+    id_column: str,
+    fractions: dict[str, float],
+    salt: str,
+    out: str,
+    fmt: str = "auto",
+    engine: str = "ray",
+    batch_size: int = 131_072,
+) -> dict[str, int]:
     """Split a source into ``out/<split>/``; returns total rows per split."""
     split_boundaries(fractions)
     out_path = Path(out)
@@ -72,7 +80,9 @@ def split_source(uri: str, id_column: str, fractions: dict[str, float], salt: st
     return totals
 
 
-def fingerprint_source(uri: str, fmt: str = "auto", engine: str = "local", batch_size: int = 131_072) -> tuple[str, int]:
+def fingerprint_source(
+    uri: str, fmt: str = "auto", engine: str = "local", batch_size: int = 131_072
+) -> tuple[str, int]:
     """Content digest and row count of a source, streaming over every row."""
     from mlops_ray.data.fingerprint import FingerprintPartial
 

@@ -48,8 +48,10 @@ def read_split_table(files: list[str], id_column: str, partition: tuple[int, int
         try:
             tables.append(pq.read_table(f))
         except (OSError, pa.ArrowException) as err:
-            raise SnapshotNotFoundError(f"cannot read snapshot file {f}: {err}; the snapshot is damaged "
-                                        "(delete it and re-run 'mlops-ray data prepare')") from None
+            raise SnapshotNotFoundError(
+                f"cannot read snapshot file {f}: {err}; the snapshot is damaged "
+                "(delete it and re-run 'mlops-ray data prepare')"
+            ) from None
     table = pa.concat_tables(tables, promote_options="default")
     ids = table.column(id_column).combine_chunks()
     h = xxh64_arrow(ids, prefix=_ORDER_PREFIX, seed=0)
@@ -62,8 +64,9 @@ def read_split_table(files: list[str], id_column: str, partition: tuple[int, int
     return table.take(pa.array(order))
 
 
-def load_split(snapshot, split: str, preprocessor, *, partition: tuple[int, int] | None = None,
-               keep_frame: bool = False) -> SplitData:
+def load_split(
+    snapshot, split: str, preprocessor, *, partition: tuple[int, int] | None = None, keep_frame: bool = False
+) -> SplitData:
     """Features/labels of one snapshot split in deterministic order."""
     spec = snapshot.spec
     table = read_split_table(snapshot.split_files(split), spec.id_column, partition)

@@ -63,8 +63,14 @@ class NumericMoments:
     max: float = float("-inf")
 
     def merge(self, o: "NumericMoments") -> "NumericMoments":
-        return NumericMoments(self.count + o.count, self.nulls + o.nulls, self.total + o.total,
-                              self.total_sq + o.total_sq, min(self.min, o.min), max(self.max, o.max))
+        return NumericMoments(
+            self.count + o.count,
+            self.nulls + o.nulls,
+            self.total + o.total,
+            self.total_sq + o.total_sq,
+            min(self.min, o.min),
+            max(self.max, o.max),
+        )
 
     @property
     def mean(self) -> float:
@@ -127,8 +133,14 @@ class TrainStats:
         return col[~np.isnan(col)]
 
 
-def batch_stats(table: pa.Table, sample_keys: np.ndarray, numeric: tuple[str, ...], categorical: tuple[str, ...],
-                label: str | None, sample_k: int) -> TrainStats:
+def batch_stats(
+    table: pa.Table,
+    sample_keys: np.ndarray,
+    numeric: tuple[str, ...],
+    categorical: tuple[str, ...],
+    label: str | None,
+    sample_k: int,
+) -> TrainStats:
     """Statistics of one batch of (already validated, cast) train rows.
 
     Args:
@@ -142,8 +154,13 @@ def batch_stats(table: pa.Table, sample_keys: np.ndarray, numeric: tuple[str, ..
         mat[:, j] = v
         ok = v[~np.isnan(v)]
         st.numeric[name] = NumericMoments(
-            int(ok.size), int(v.size - ok.size), exact_sum(ok), exact_sum(ok * ok),
-            float(ok.min()) if ok.size else float("inf"), float(ok.max()) if ok.size else float("-inf"))
+            int(ok.size),
+            int(v.size - ok.size),
+            exact_sum(ok),
+            exact_sum(ok * ok),
+            float(ok.min()) if ok.size else float("inf"),
+            float(ok.max()) if ok.size else float("-inf"),
+        )
     for name in categorical:
         vc = table.column(name).value_counts()
         counts = {}
@@ -199,5 +216,9 @@ def reference_statistics(stats: TrainStats, categorical: tuple[str, ...], n_bins
 
 
 __all__ = [
-    "NumericMoments", "TrainStats", "batch_stats", "quantile_edges", "reference_statistics",
+    "NumericMoments",
+    "TrainStats",
+    "batch_stats",
+    "quantile_edges",
+    "reference_statistics",
 ]

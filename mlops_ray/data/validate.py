@@ -82,13 +82,17 @@ def resolve_spec(schema: pa.Schema, data_cfg) -> DataSpec:
     if data_cfg.numeric_features is not None:
         numeric = list(data_cfg.numeric_features)
     else:
-        numeric = [f.name for f in schema if f.name not in taken and _is_numeric_type(f.type)
-                   and f.name not in (data_cfg.categorical_features or [])]
+        numeric = [
+            f.name
+            for f in schema
+            if f.name not in taken and _is_numeric_type(f.type) and f.name not in (data_cfg.categorical_features or [])
+        ]
     if data_cfg.categorical_features is not None:
         categorical = list(data_cfg.categorical_features)
     else:
-        categorical = [f.name for f in schema if f.name not in taken and f.name not in numeric
-                       and _is_string_type(f.type)]
+        categorical = [
+            f.name for f in schema if f.name not in taken and f.name not in numeric and _is_string_type(f.type)
+        ]
     for c in numeric:
         t = schema.field(c).type
         if not (_is_numeric_type(t) or _is_string_type(t) or pa.types.is_null(t)):
@@ -138,9 +142,7 @@ class ValidationReport:
         return self
 
     def lines(self) -> list[str]:
-        return [
-            f"{p}: {n} row(s); e.g. " + "; ".join(self.examples.get(p, [])) for p, n in sorted(self.counts.items())
-        ]
+        return [f"{p}: {n} row(s); e.g. " + "; ".join(self.examples.get(p, [])) for p, n in sorted(self.counts.items())]
 
     def raise_if_failed(self) -> None:
         if not self.ok:
@@ -167,8 +169,9 @@ def _cast_numeric(col: pa.Array, name: str, table: pa.Table, spec: DataSpec, rep
         ok = pc.fill_null(pc.match_substring_regex(col, _NUMBER_RE, ignore_case=True), True)
         bad = ~np.asarray(ok)
         if bad.any():
-            report.add(f"column {name!r}: values not castable to float64", int(bad.sum()),
-                       _examples(table, bad, spec, name))
+            report.add(
+                f"column {name!r}: values not castable to float64", int(bad.sum()), _examples(table, bad, spec, name)
+            )
             col = pc.if_else(pa.array(bad), pa.scalar(None, pa.string()), col)
         col = pc.cast(pc.utf8_trim_whitespace(col), pa.float64())
     elif pa.types.is_null(t):
@@ -178,8 +181,11 @@ def _cast_numeric(col: pa.Array, name: str, table: pa.Table, spec: DataSpec, rep
     vals = col.to_numpy(zero_copy_only=False)
     inf = np.isinf(vals)
     if inf.any():
-        report.add(f"column {name!r}: infinite values (use null for missing)", int(inf.sum()),
-                   _examples(table, inf, spec, name))
+        report.add(
+            f"column {name!r}: infinite values (use null for missing)",
+            int(inf.sum()),
+            _examples(table, inf, spec, name),
+        )
     return col
 
 
@@ -200,8 +206,11 @@ def _check_label(col: pa.Array, table: pa.Table, spec: DataSpec, report: Validat
             report.add(f"label {name!r}: non-finite values", int(bad.sum()), _examples(table, bad, spec, name))
         return col
     if not _is_numeric_type(t):
-        report.add(f"label {name!r}: {spec.task} needs integer class labels, got {t}", len(col),
-                   _examples(table, np.ones(len(col), bool), spec, name))
+        report.add(
+            f"label {name!r}: {spec.task} needs integer class labels, got {t}",
+            len(col),
+            _examples(table, np.ones(len(col), bool), spec, name),
+        )
         return pa.nulls(len(col), pa.int64())
     v = pc.cast(col, pa.float64()).to_numpy(zero_copy_only=False)
     with np.errstate(invalid="ignore"):
@@ -213,8 +222,9 @@ def _check_label(col: pa.Array, table: pa.Table, spec: DataSpec, report: Validat
             what = "multiclass labels must be integers >= 0"
     if bad.any():
         report.add(f"label {name!r}: {what}", int(bad.sum()), _examples(table, bad, spec, name))
-    return pc.cast(pc.if_else(pa.array(bad | nulls), pa.scalar(None, pa.float64()), pc.cast(col, pa.float64())),
-                   pa.int64())
+    return pc.cast(
+        pc.if_else(pa.array(bad | nulls), pa.scalar(None, pa.float64()), pc.cast(col, pa.float64())), pa.int64()
+    )
 
 
 def validate_batch(table: pa.Table, spec: DataSpec) -> tuple[pa.Table, ValidationReport]:
@@ -228,14 +238,20 @@ def validate_batch(table: pa.Table, spec: DataSpec) -> tuple[pa.Table, Validatio
     ids = table.column(spec.id_column)
     id_null = np.asarray(ids.is_null())
     if id_null.any():
-        report.add(f"id {spec.id_column!r}: null ids", int(id_null.sum()), _examples(table, id_null, spec, spec.id_column))
+        report.add(
+            f"id {spec.id_column!r}: null ids", int(id_null.sum()), _examples(table, id_null, spec, spec.id_column)
+        )
     out = {}
     for name in table.column_names:
         col = table.column(name).combine_chunks()
         if name == spec.id_column:
             if pa.types.is_dictionary(col.type):
                 col = col.dictionary_decode()
-            col = col if _is_string_type(col.type) and not pa.types.is_string_view(col.type) else pc.cast(col, pa.string())
+            col = (
+                col
+                if _is_string_type(col.type) and not pa.types.is_string_view(col.type)
+                else pc.cast(col, pa.string())
+            )
             if pa.types.is_large_string(col.type):
                 col = pc.cast(col, pa.string())
         elif name in spec.numeric:

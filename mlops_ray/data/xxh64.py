@@ -223,9 +223,7 @@ def _xxh64_matrix(mat: np.ndarray, length: int, seed: int) -> np.ndarray:
 # --------------------------------------------------------------------------- #
 # Gathering rows out of an Arrow-style (offsets, data) layout
 # --------------------------------------------------------------------------- #
-def _gather_rows(
-    data: np.ndarray, starts: np.ndarray, value_len: int, prefix: np.ndarray, width: int
-) -> np.ndarray:
+def _gather_rows(data: np.ndarray, starts: np.ndarray, value_len: int, prefix: np.ndarray, width: int) -> np.ndarray:
     """Build the (n, width) uint8 matrix ``prefix + data[start : start + value_len]``.
 
     ``data``: (N,) uint8 value bytes; ``starts``: (n,) int64 byte offsets into
@@ -247,9 +245,7 @@ def _gather_rows(
     return mat
 
 
-def _xxh64_offsets(
-    offsets: np.ndarray, data: np.ndarray, prefix: bytes, seed: int
-) -> np.ndarray:
+def _xxh64_offsets(offsets: np.ndarray, data: np.ndarray, prefix: bytes, seed: int) -> np.ndarray:
     """XXH64 of ``prefix + data[offsets[i] : offsets[i + 1]]`` for every row i.
 
     ``offsets``: (n + 1,) integer byte offsets into ``data`` (non-decreasing);
@@ -276,10 +272,7 @@ def _xxh64_offsets(
         order = np.argsort(value_lens, kind="stable")
         sorted_lens = value_lens[order]
         bounds = np.flatnonzero(np.diff(sorted_lens)) + 1
-        groups = [
-            (int(sorted_lens[a]), order[a:b])
-            for a, b in zip(np.r_[0, bounds], np.r_[bounds, n])
-        ]
+        groups = [(int(sorted_lens[a]), order[a:b]) for a, b in zip(np.r_[0, bounds], np.r_[bounds, n])]
 
     for value_len, rows in groups:
         length = p + value_len
@@ -327,9 +320,7 @@ def _arrow_offsets_and_data(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
 # --------------------------------------------------------------------------- #
 # Public API
 # --------------------------------------------------------------------------- #
-def xxh64_arrow(
-    values: "pa.Array | pa.ChunkedArray", prefix: bytes = b"", seed: int = 42
-) -> np.ndarray:
+def xxh64_arrow(values: "pa.Array | pa.ChunkedArray", prefix: bytes = b"", seed: int = 42) -> np.ndarray:
     """uint64 XXH64 of ``(prefix + utf8(value))`` for every element.
 
     ``values`` is a pyarrow string/large_string array (or chunked array;

@@ -46,8 +46,15 @@ def primary_metric(task: str) -> str:
     return DEFAULT_METRIC[task]
 
 
-def slice_metrics(task: str, frame: pd.DataFrame, y: np.ndarray, score: np.ndarray, columns: list[str],
-                  min_rows: int = 30, max_slices: int = 20) -> dict[str, dict[str, dict[str, float]]]:
+def slice_metrics(
+    task: str,
+    frame: pd.DataFrame,
+    y: np.ndarray,
+    score: np.ndarray,
+    columns: list[str],
+    min_rows: int = 30,
+    max_slices: int = 20,
+) -> dict[str, dict[str, dict[str, float]]]:
     """Metrics per value of each categorical column (largest ``max_slices`` values with >= ``min_rows``).
 
     Returns:
@@ -70,9 +77,16 @@ def slice_metrics(task: str, frame: pd.DataFrame, y: np.ndarray, score: np.ndarr
     return out
 
 
-def permutation_importance(predict: Callable[[pd.DataFrame], np.ndarray], frame: pd.DataFrame, y: np.ndarray,
-                           task: str, features: list[str], metric: str | None = None, repeats: int = 2,
-                           seed: int = 0) -> dict[str, dict[str, float]]:
+def permutation_importance(
+    predict: Callable[[pd.DataFrame], np.ndarray],
+    frame: pd.DataFrame,
+    y: np.ndarray,
+    task: str,
+    features: list[str],
+    metric: str | None = None,
+    repeats: int = 2,
+    seed: int = 0,
+) -> dict[str, dict[str, float]]:
     """Drop in ``metric`` when one *raw* feature column is shuffled (preprocessing included).
 
     Args:

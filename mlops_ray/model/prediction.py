@@ -100,6 +100,8 @@ class Prediction:
         if task == "binary":
             return cls(task, frame["probability"].to_numpy(dtype=np.float64))
         if task == "multiclass":
-            cols = sorted((c for c in frame.columns if c.startswith("probability_")), key=lambda c: int(c.rsplit("_", 1)[1]))
+            cols = sorted(
+                (c for c in frame.columns if c.startswith("probability_")), key=lambda c: int(c.rsplit("_", 1)[1])
+            )
             return cls(task, frame[cols].to_numpy(dtype=np.float64))
         return cls(task, frame["prediction"].to_numpy(dtype=np.float64))

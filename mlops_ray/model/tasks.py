@@ -10,8 +10,14 @@ TASKS = ("binary", "multiclass", "regression")
 
 # metric name -> True when larger is better
 METRIC_DIRECTIONS = {
-    "auc": True, "logloss": False, "accuracy": True, "f1": True, "f1_macro": True,
-    "rmse": False, "mae": False, "r2": True,
+    "auc": True,
+    "logloss": False,
+    "accuracy": True,
+    "f1": True,
+    "f1_macro": True,
+    "rmse": False,
+    "mae": False,
+    "r2": True,
 }
 TASK_METRICS = {
     "binary": ("auc", "logloss", "accuracy", "f1"),

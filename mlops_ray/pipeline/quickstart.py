@@ -36,14 +36,17 @@ class QuickstartPrinter:
         elif event == "prepared":
             res = info["result"]
             m = res.snapshot.manifest
-            e(f"snapshot {m['name']}/{m['snapshot_id']} ({'reused' if res.reused else 'created'} in {res.seconds:.1f}s)")
+            state = "reused" if res.reused else "created"
+            e(f"snapshot {m['name']}/{m['snapshot_id']} ({state} in {res.seconds:.1f}s)")
             e(f"  fingerprint: {m['fingerprint']}")
             for k, v in m["rows_per_split"].items():
                 e(f"  {k:>6}: {v:>8} rows ({v / max(m['rows'], 1):.1%})")
             e(f"  path: {res.snapshot.path}")
         elif event == "tune":
-            e(f"[3/5] tune: {info['trials']} trials ({info['search_alg']}, {info['scheduler']}) on Ray Tune, "
-              f"ranked by valid {info['metric']}")
+            e(
+                f"[3/5] tune: {info['trials']} trials ({info['search_alg']}, {info['scheduler']}) on Ray Tune, "
+                f"ranked by valid {info['metric']}"
+            )
         elif event == "train":
             e(f"[3/5] train: Ray Train v2 {info['model']}")
         elif event == "trained":
@@ -86,8 +89,10 @@ def serve_demo(ctx, cfg, snapshot, config_label: str, echo: Callable[[str], None
     from mlops_ray.data.splits import load_split
     from mlops_ray.serve.runner import start_service, stop_service
 
-    echo(f"[5/5] serve: Ray Serve on http://{cfg.serve.host}:{cfg.serve.port} "
-         f"({cfg.serve.model_alias}, batching, autoscaling)")
+    echo(
+        f"[5/5] serve: Ray Serve on http://{cfg.serve.host}:{cfg.serve.port} "
+        f"({cfg.serve.model_alias}, batching, autoscaling)"
+    )
     url = start_service(ctx, cfg)
     answers = []
     try:
@@ -98,8 +103,10 @@ def serve_demo(ctx, cfg, snapshot, config_label: str, echo: Callable[[str], None
         r.raise_for_status()
         answers.append(r.json())
         echo(f"  POST /predict ({n} records) -> {json.dumps(r.json())}")
-        echo(f"  curl -s -X POST {url}/predict -H 'content-type: application/json' "
-             f"-d '{json.dumps({'records': records[:1]})}'")
+        echo(
+            f"  curl -s -X POST {url}/predict -H 'content-type: application/json' "
+            f"-d '{json.dumps({'records': records[:1]})}'"
+        )
         bad_field = snapshot.spec.numeric_features[0] if snapshot.spec.numeric_features else snapshot.spec.features[0]
         bad = httpx.post(f"{url}/predict", json={"records": [dict(records[0], **{bad_field: "forty"})]}, timeout=30)
         echo(f"  a bad request is refused clearly: {bad.status_code} {bad.text}")

@@ -20,7 +20,8 @@ from typing import Callable
 
 from mlops_ray.data.prepare import PrepareResult, prepare_snapshot
 from mlops_ray.data.snapshot import Snapshot
-from mlops_ray.errors import SourceNotFoundError
+from mlops_ray.data.sources import list_source
+from mlops_ray.errors import DataValidationError, SourceNotFoundError
 from mlops_ray.registry import promotion
 from mlops_ray.registry.promotion import PromotionResult
 from mlops_ray.train.run import Candidate
@@ -36,14 +37,22 @@ def ensure_sample_data(ctx, cfg, on_event: OnEvent = _quiet) -> str:
     """Generate the configured sample source when it does not exist yet; returns its path."""
     from mlops_ray.data.generate import generate_dataset
 
-    src = Path(ctx.source(cfg))
-    if src.is_dir() and any(src.glob("*.parquet")):
-        on_event("sample_data", {"path": str(src), "generated": False})
-        return str(src)
+    uri = ctx.source(cfg)
+    try:  # any file, directory (recursive) or glob the data layer would read counts as existing data
+        list_source(uri, cfg.data.format)
+        on_event("sample_data", {"path": uri, "generated": False})
+        return uri
+    except DataValidationError as err:
+        problem = "; ".join(err.problems)
+    src = Path(uri)
     g = cfg.data.generate
     if g is None:
-        raise SourceNotFoundError(f"data.source {src} does not exist and the config has no data.generate section "
-                                  "to create sample data; point data.source at your data")
+        raise SourceNotFoundError(
+            f"data.source: {problem}, and the config has no data.generate section to create sample data; "
+            "point data.source at your data"
+        )
+    if src.exists() and (src.is_file() or any(src.iterdir())):
+        raise SourceNotFoundError(f"data.source: {problem}; not generating sample data into a non-empty {src}")
     on_event("sample_data", {"path": str(src), "generated": True, "rows": g.rows, "shards": g.shards})
     generate_dataset(src, g.rows, shards=g.shards, seed=g.seed, drift=g.drift)
     return str(src)
@@ -62,8 +71,15 @@ def train(ctx, cfg, snapshot: Snapshot, *, on_event: OnEvent = _quiet) -> Candid
     if cfg.tune.enabled:
         from mlops_ray.train.tune import tune_model
 
-        on_event("tune", {"trials": cfg.tune.num_samples, "search_alg": cfg.tune.search_alg,
-                          "scheduler": cfg.tune.scheduler, "metric": cfg.tune.metric_for(snapshot.spec.task)})
+        on_event(
+            "tune",
+            {
+                "trials": cfg.tune.num_samples,
+                "search_alg": cfg.tune.search_alg,
+                "scheduler": cfg.tune.scheduler,
+                "metric": cfg.tune.metric_for(snapshot.spec.task),
+            },
+        )
         cand = tune_model(ctx, cfg, snapshot)
     else:
         from mlops_ray.train.run import train_model
@@ -89,8 +105,7 @@ def deploy(ctx, cfg, version: str, reason: str, *, on_event: OnEvent = _quiet) -
     return event
 
 
-def train_gate_deploy(ctx, cfg, snapshot: Snapshot, *, on_event: OnEvent = _quiet
-                      ) -> tuple[Candidate, PromotionResult]:
+def train_gate_deploy(ctx, cfg, snapshot: Snapshot, *, on_event: OnEvent = _quiet) -> tuple[Candidate, PromotionResult]:
     """Train a candidate, gate exactly that version, deploy it if the gate says PROMOTE."""
     cand = train(ctx, cfg, snapshot, on_event=on_event)
     decision = gate(ctx, cfg, cand.version, on_event=on_event)

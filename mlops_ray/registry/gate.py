@@ -78,8 +78,10 @@ def leakage_problem(champion: SplitSpec, challenger: SplitSpec, eval_split: str 
     if champion.id_column != challenger.id_column:
         return f"id columns differ ({champion.id_column!r} vs {challenger.id_column!r})"
     if champion.salt != challenger.salt:
-        return (f"split salts differ (champion {champion.salt!r}, challenger {challenger.salt!r}): the challenger's "
-                f"{eval_split} rows may be rows the champion trained on")
+        return (
+            f"split salts differ (champion {champion.salt!r}, challenger {challenger.salt!r}): the challenger's "
+            f"{eval_split} rows may be rows the champion trained on"
+        )
     cb = {n: (lo, hi) for n, lo, hi in split_boundaries(dict(champion.fractions))}
     eb = {n: (lo, hi) for n, lo, hi in split_boundaries(dict(challenger.fractions))}
     if eval_split not in eb:
@@ -87,6 +89,7 @@ def leakage_problem(champion: SplitSpec, challenger: SplitSpec, eval_split: str 
     lo, hi = eb[eval_split]
     tlo, thi = cb.get("train", (0, 0))
     if lo < thi and tlo < hi:
-        return (f"champion trained on buckets [{tlo},{thi}) which overlap the challenger's {eval_split} "
-                f"buckets [{lo},{hi})")
+        return (
+            f"champion trained on buckets [{tlo},{thi}) which overlap the challenger's {eval_split} buckets [{lo},{hi})"
+        )
     return None

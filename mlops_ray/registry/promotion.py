@@ -13,8 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mlops_ray.data.snapshot import SplitSpec
-from mlops_ray.errors import (ModelVersionNotFoundError, RegistryError, SnapshotNotFoundError,
-                              TrackingError)
+from mlops_ray.errors import ModelVersionNotFoundError, RegistryError, SnapshotNotFoundError, TrackingError
 from mlops_ray.registry import tracking
 from mlops_ray.registry.gate import GateDecision, GateRule, decide_promotion, leakage_problem
 
@@ -49,7 +48,9 @@ def _split_spec(mv) -> SplitSpec:
     try:
         return SplitSpec.from_tags(mv.tags)
     except KeyError as err:
-        raise RegistryError(f"model version {mv.version} lacks split tag {err}; it was not registered by mlops-ray")
+        raise RegistryError(
+            f"model version {mv.version} lacks split tag {err}; it was not registered by mlops-ray"
+        ) from None
 
 
 def score_version(ctx, name: str, version: str, frame, y, task: str, metric: str) -> float:
@@ -74,14 +75,20 @@ def gate(ctx, cfg, version: str, *, force: bool = False) -> PromotionResult:
     mv = get_version(client, name, version)
     champ = tracking.alias_version(client, name, alias)
     if champ is not None and str(champ.version) == str(mv.version):
-        return PromotionResult(GateDecision("KEEP", [f"version {mv.version} is already {alias}"]), str(mv.version),
-                               str(champ.version), alias=alias)
+        return PromotionResult(
+            GateDecision("KEEP", [f"version {mv.version} is already {alias}"]),
+            str(mv.version),
+            str(champ.version),
+            alias=alias,
+        )
     sid = mv.tags.get("snapshot_id", "?")
     try:
         snap = ctx.snapshots.find(sid)
     except SnapshotNotFoundError:
-        raise RegistryError(f"version {mv.version} was trained on snapshot {sid}, which is not in this workspace "
-                            f"({ctx.workspace.root}); the gate scores on that snapshot's test rows") from None
+        raise RegistryError(
+            f"version {mv.version} was trained on snapshot {sid}, which is not in this workspace "
+            f"({ctx.workspace.root}); the gate scores on that snapshot's test rows"
+        ) from None
     spec = snap.spec
     g = cfg.registry.gate
     rule = GateRule(g.metric_for(spec.task), g.direction_for(spec.task), g.min_improvement_abs, g.min_improvement_rel)
@@ -90,12 +97,16 @@ def gate(ctx, cfg, version: str, *, force: bool = False) -> PromotionResult:
         raise RegistryError(f"snapshot {snap.id} has an empty test split; cannot compare models")
     frame = test.frame[spec.features]
     scores: dict[str, float | None] = {
-        "challenger": score_version(ctx, name, mv.version, frame, test.y, spec.task, rule.metric), "champion": None}
+        "challenger": score_version(ctx, name, mv.version, frame, test.y, spec.task, rule.metric),
+        "champion": None,
+    }
     if champ is not None:
         leak = leakage_problem(_split_spec(champ), _split_spec(mv))
         if leak and not force:
-            raise RegistryError(f"refusing to compare v{champ.version} ({alias}) with v{mv.version}: {leak}. "
-                                "Re-split with the champion's salt, or pass --force to promote without comparison")
+            raise RegistryError(
+                f"refusing to compare v{champ.version} ({alias}) with v{mv.version}: {leak}. "
+                "Re-split with the champion's salt, or pass --force to promote without comparison"
+            )
         if not leak:
             scores["champion"] = score_version(ctx, name, champ.version, frame, test.y, spec.task, rule.metric)
     decision = decide_promotion(scores["challenger"], scores["champion"], rule)
@@ -103,8 +114,9 @@ def gate(ctx, cfg, version: str, *, force: bool = False) -> PromotionResult:
         decision = GateDecision("PROMOTE", decision.reasons + ["forced by operator"], decision.improvement)
     client.set_model_version_tag(name, mv.version, "gate.decision", decision.action)
     client.set_model_version_tag(name, mv.version, "gate.reasons", "; ".join(decision.reasons)[:4000])
-    client.set_model_version_tag(name, mv.version, "gate.forced", str(bool(force and "forced by operator"
-                                                                           in decision.reasons)).lower())
+    client.set_model_version_tag(
+        name, mv.version, "gate.forced", str(bool(force and "forced by operator" in decision.reasons)).lower()
+    )
     return PromotionResult(decision, str(mv.version), str(champ.version) if champ else None, scores, alias=alias)
 
 
@@ -121,9 +133,13 @@ def promote(ctx, cfg, version: str, *, force: bool = False) -> PromotionResult:
         raise RegistryError("promote needs the exact version to gate (the CLI resolves 'challenger' for you)")
     res = gate(ctx, cfg, version, force=force)
     if res.decision.promote:
-        res.event = deploy(ctx, cfg, res.challenger_version, "; ".join(res.decision.reasons),
-                           action="force-promote" if force and "forced by operator" in res.decision.reasons
-                           else "promote")
+        res.event = deploy(
+            ctx,
+            cfg,
+            res.challenger_version,
+            "; ".join(res.decision.reasons),
+            action="force-promote" if force and "forced by operator" in res.decision.reasons else "promote",
+        )
     return res
 
 
@@ -132,8 +148,9 @@ def challenger_version(ctx, cfg) -> str:
     name = cfg.registry.model_name
     mv = tracking.alias_version(ctx.client, name, CHALLENGER)
     if mv is None:
-        raise ModelVersionNotFoundError(f"model {name!r} has no '{CHALLENGER}' version; train one first "
-                                        "(mlops-ray train) or pass --version")
+        raise ModelVersionNotFoundError(
+            f"model {name!r} has no '{CHALLENGER}' version; train one first (mlops-ray train) or pass --version"
+        )
     return str(mv.version)
 
 
@@ -158,8 +175,9 @@ def rollback(ctx, cfg, reason: str = "manual rollback") -> dict:
     name, alias = cfg.registry.model_name, deploy_alias(cfg)
     stack = deploy_stack(tracking.alias_history(ctx.client, name), alias)
     if len(stack) < 2:
-        raise RegistryError(f"model {name!r} has no previous {alias!r} version to roll back to "
-                            f"(history: {stack or 'empty'})")
+        raise RegistryError(
+            f"model {name!r} has no previous {alias!r} version to roll back to (history: {stack or 'empty'})"
+        )
     return tracking.move_alias(ctx.client, name, alias, stack[-2], action="rollback", reason=reason)
 
 
@@ -172,10 +190,16 @@ def list_models(ctx, cfg) -> list[dict[str, Any]]:
         gate_state = mv.tags.get("gate.decision")
         if gate_state and mv.tags.get("gate.forced") == "true":
             gate_state += " (forced)"
-        out.append({
-            "version": str(mv.version), "aliases": aliases.get(str(mv.version), []), "run_id": mv.run_id,
-            "snapshot_id": mv.tags.get("snapshot_id"), "data_fingerprint": mv.tags.get("data_fingerprint", "")[:12],
-            "metrics": {k: v for k, v in mv.tags.items() if k.startswith("test_")},
-            "gate": gate_state, "created": mv.creation_timestamp,
-        })
+        out.append(
+            {
+                "version": str(mv.version),
+                "aliases": aliases.get(str(mv.version), []),
+                "run_id": mv.run_id,
+                "snapshot_id": mv.tags.get("snapshot_id"),
+                "data_fingerprint": mv.tags.get("data_fingerprint", "")[:12],
+                "metrics": {k: v for k, v in mv.tags.items() if k.startswith("test_")},
+                "gate": gate_state,
+                "created": mv.creation_timestamp,
+            }
+        )
     return out

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from mlops_ray.errors import ConfigError, MlopsRayError, ModelVersionNotFoundError, TrackingError
+from mlops_ray.errors import ConfigError, MlopsRayError, TrackingError
 
 ALIAS_EVENT_PREFIX = "mlops_ray.alias_event."
 _PKG_DIR = Path(__file__).resolve().parents[1]
@@ -27,19 +27,23 @@ _URI_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
 def check_uri(uri: str) -> None:
     """Refuse tracking URIs MLflow 3 cannot use, and unreachable servers, with a clear message."""
     if uri.startswith("sqlite:///"):
-        Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        Path(uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
     elif uri.startswith(("http://", "https://")):
         import requests
 
         try:
             requests.get(uri.rstrip("/") + "/health", timeout=3).raise_for_status()
         except Exception as err:
-            raise TrackingError(f"MLflow tracking server {uri} is unreachable ({type(err).__name__}: {err}); "
-                                f"check mlflow.tracking_uri or start the server") from None
+            raise TrackingError(
+                f"MLflow tracking server {uri} is unreachable ({type(err).__name__}: {err}); "
+                f"check mlflow.tracking_uri or start the server"
+            ) from None
     elif uri.startswith("file:") or "://" not in uri:
         if os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").lower() != "true":
-            raise ConfigError(f"mlflow.tracking_uri {uri!r}: MLflow 3 rejects file stores; use sqlite:///PATH "
-                              "(the default) or a server URI")
+            raise ConfigError(
+                f"mlflow.tracking_uri {uri!r}: MLflow 3 rejects file stores; use sqlite:///PATH "
+                "(the default) or a server URI"
+            )
 
 
 def connect(uri: str, experiment: str, artifact_root: Path | None = None):
@@ -105,10 +109,21 @@ def load_pyfunc(uri: str, model_uri: str):
         return mlflow.pyfunc.load_model(model_uri)
 
 
+def download_artifact(uri: str, run_id: str, artifact_path: str, dst_path: str) -> str:
+    """``mlflow.artifacts.download_artifacts`` of one run artifact from the store at ``uri``; the local path."""
+    import mlflow
+
+    return mlflow.artifacts.download_artifacts(
+        run_id=run_id, artifact_path=artifact_path, dst_path=dst_path, tracking_uri=uri
+    )
+
+
 def is_not_found(err: Exception) -> bool:
     """True when an MLflow error means "no such entity" (not a backend failure)."""
     code = getattr(err, "error_code", "")
-    return code in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND", "INVALID_PARAMETER_VALUE") or "not found" in str(err).lower()
+    return (
+        code in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND", "INVALID_PARAMETER_VALUE") or "not found" in str(err).lower()
+    )
 
 
 def code_version() -> dict[str, str]:
@@ -123,8 +138,13 @@ def code_version() -> dict[str, str]:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
         if commit.returncode == 0:
             out["git_commit"] = commit.stdout.strip()
-            st = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                                capture_output=True, text=True, timeout=5)
+            st = subprocess.run(
+                ["git", "status", "--porcelain", "--untracked-files=no"],
+                cwd=root,
+                capture_output=True,
+                text=True,
+                timeout=5,
+            )
             out["git_dirty"] = "true" if st.stdout.strip() else "false"
     except (OSError, subprocess.SubprocessError):
         pass
@@ -148,8 +168,7 @@ def run(ctx, run_name: str, *, nested: bool = False, tags: dict | None = None) -
     import mlflow
 
     with scope(ctx.tracking_uri):
-        with mlflow.start_run(run_name=run_name, nested=nested, tags=tags or {},
-                              experiment_id=None if nested else ctx.experiment_id) as r:
+        with mlflow.start_run(run_name=run_name, nested=nested, tags=tags or {}, experiment_id=ctx.experiment_id) as r:
             yield r
 
 
@@ -159,7 +178,7 @@ def log_params(params: dict[str, Any]) -> None:
     flat = {k: (json.dumps(v) if isinstance(v, (list, tuple)) else v) for k, v in flatten(params).items()}
     items = list(flat.items())
     for i in range(0, len(items), 90):
-        mlflow.log_params(dict(items[i:i + 90]))
+        mlflow.log_params(dict(items[i : i + 90]))
 
 
 def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
@@ -179,11 +198,15 @@ def log_history(history: dict[str, dict[str, list[float]]], run_id: str | None =
 
     run_id = run_id or mlflow.active_run().info.run_id
     now = int(time.time() * 1000)
-    batch = [Metric(f"iter_{split}_{m}", float(v), now, i)
-             for split, ms in history.items() for m, vals in ms.items() for i, v in enumerate(vals)]
+    batch = [
+        Metric(f"iter_{split}_{m}", float(v), now, i)
+        for split, ms in history.items()
+        for m, vals in ms.items()
+        for i, v in enumerate(vals)
+    ]
     client = mlflow.MlflowClient()
     for i in range(0, len(batch), 1000):
-        client.log_batch(run_id, metrics=batch[i:i + 1000], synchronous=True)
+        client.log_batch(run_id, metrics=batch[i : i + 1000], synchronous=True)
 
 
 def log_dict(obj: Any, name: str) -> None:
@@ -212,12 +235,14 @@ def log_snapshot_input(snapshot, context: str = "training") -> None:
 
     m = snapshot.manifest
     ds = MetaDataset(resolve_dataset_source(str(snapshot.path)), name=f"{m['name']}", digest=m["snapshot_id"])
-    mlflow.log_input(ds, context=context, tags={"fingerprint": m["fingerprint"][:64],
-                                                "source": str(m["source"]["uri"])[:500]})
+    mlflow.log_input(
+        ds, context=context, tags={"fingerprint": m["fingerprint"][:64], "source": str(m["source"]["uri"])[:500]}
+    )
 
 
-def log_pyfunc_model(*, kind, model_path: str, preprocessor, reference_stats: dict, meta: dict,
-                     input_example, output_example) -> str:
+def log_pyfunc_model(
+    *, kind, model_path: str, preprocessor, reference_stats: dict, meta: dict, input_example, output_example
+) -> str:
     """Log the self-contained pyfunc (preprocessing + model + this package's code); returns its URI.
 
     Args:
@@ -228,21 +253,36 @@ def log_pyfunc_model(*, kind, model_path: str, preprocessor, reference_stats: di
     import mlflow
     from mlflow.models import infer_signature
 
-    from mlops_ray.model.tabular import ARTIFACT_META, ARTIFACT_MODEL, ARTIFACT_PREPROCESSOR, ARTIFACT_REFERENCE, TabularModel
+    from mlops_ray.model.tabular import (
+        ARTIFACT_META,
+        ARTIFACT_MODEL,
+        ARTIFACT_PREPROCESSOR,
+        ARTIFACT_REFERENCE,
+        TabularModel,
+    )
 
     with tempfile.TemporaryDirectory() as tmp:
         t = Path(tmp)
         preprocessor.save(t / "preprocessor.json")
         (t / "reference_stats.json").write_text(json.dumps(reference_stats))
         (t / "meta.json").write_text(json.dumps(dict(meta, flavor=kind.name)))
-        artifacts = {ARTIFACT_MODEL: model_path, ARTIFACT_PREPROCESSOR: str(t / "preprocessor.json"),
-                     ARTIFACT_META: str(t / "meta.json"), ARTIFACT_REFERENCE: str(t / "reference_stats.json")}
+        artifacts = {
+            ARTIFACT_MODEL: model_path,
+            ARTIFACT_PREPROCESSOR: str(t / "preprocessor.json"),
+            ARTIFACT_META: str(t / "meta.json"),
+            ARTIFACT_REFERENCE: str(t / "reference_stats.json"),
+        }
         reqs = [f"{p}=={md.version(p)}" for p in ("mlflow", "numpy", "pandas", "pyarrow", "scikit-learn")]
         reqs += [r for r in kind.requirements() if r not in reqs]
         info = mlflow.pyfunc.log_model(
-            name="model", python_model=TabularModel(), artifacts=artifacts, code_paths=[str(_PKG_DIR)],
-            signature=infer_signature(input_example, output_example), input_example=input_example,
-            pip_requirements=reqs)
+            name="model",
+            python_model=TabularModel(),
+            artifacts=artifacts,
+            code_paths=[str(_PKG_DIR)],
+            signature=infer_signature(input_example, output_example),
+            input_example=input_example,
+            pip_requirements=reqs,
+        )
     return info.model_uri
 
 
@@ -255,7 +295,9 @@ def register_version(client, name: str, model_uri: str, run_id: str, tags: dict[
         client.get_registered_model(name)
     except MlflowException:
         client.create_registered_model(name, description="Managed by mlops-ray")
-    mv = client.create_model_version(name, model_uri, run_id=run_id, tags={k: str(v) for k, v in tags.items()})
+    # The SQL registry resolves a models:/m-... source through MLflow's default client: scope it.
+    with scope(client._tracking_client.tracking_uri):
+        mv = client.create_model_version(name, model_uri, run_id=run_id, tags={k: str(v) for k, v in tags.items()})
     for _ in range(50):  # local stores are READY at once; remote ones may take a moment
         mv = client.get_model_version(name, mv.version)
         if mv.status == "READY":
@@ -292,9 +334,16 @@ def move_alias(client, name: str, alias: str, version: str | int, *, action: str
 
     prev = alias_version(client, name, alias)
     seq = len(alias_history(client, name)) + 1
-    event = {"seq": seq, "alias": alias, "from_version": str(prev.version) if prev else None, "to_version": str(version),
-             "action": action, "reason": reason[:1500], "who": os.environ.get("MLOPS_RAY_USER") or getpass.getuser(),
-             "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    event = {
+        "seq": seq,
+        "alias": alias,
+        "from_version": str(prev.version) if prev else None,
+        "to_version": str(version),
+        "action": action,
+        "reason": reason[:1500],
+        "who": os.environ.get("MLOPS_RAY_USER") or getpass.getuser(),
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
     client.set_registered_model_alias(name, alias, str(version))
     client.set_registered_model_tag(name, f"{ALIAS_EVENT_PREFIX}{seq:06d}", json.dumps(event))
     return event

@@ -12,7 +12,6 @@ preprocessed per request, and scored in micro-batches (``@serve.batch``) with on
 ``inplace_predict`` on the stacked matrix.
 """
 
-
 import asyncio
 import json
 import logging
@@ -24,9 +23,8 @@ from typing import Any
 import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
-from ray import serve
-
 from pydantic import BaseModel, ConfigDict
+from ray import serve
 
 from mlops_ray.config import ServeSettings
 from mlops_ray.serve.model_store import LoadedModel, load_version, resolve_version
@@ -38,8 +36,8 @@ DEPLOYMENT = "ModelServer"
 api = FastAPI(
     title="mlops-ray model service",
     description="Predictions from the registered model behind an alias (default `champion`). "
-                "`POST /predict` takes `{\"records\": [{feature: value, ...}]}`; `POST /invocations` takes "
-                "MLflow scoring-server payloads. Missing values: send null.",
+    '`POST /predict` takes `{"records": [{feature: value, ...}]}`; `POST /invocations` takes '
+    "MLflow scoring-server payloads. Missing values: send null.",
     version="1",
 )
 
@@ -48,8 +46,13 @@ def _error(status: int, detail: Any) -> JSONResponse:
     return JSONResponse(status_code=status, content={"detail": detail})
 
 
-@serve.deployment(name=DEPLOYMENT, ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=64,
-                  logging_config={"enable_access_log": False}, health_check_period_s=5)
+@serve.deployment(
+    name=DEPLOYMENT,
+    ray_actor_options={"num_cpus": 0.5},
+    max_ongoing_requests=64,
+    logging_config={"enable_access_log": False},
+    health_check_period_s=5,
+)
 @serve.ingress(api)
 class ModelServer:
     def __init__(self, settings: ServeSettings):
@@ -74,14 +77,23 @@ class ModelServer:
     def _init_metrics(self) -> None:
         from ray.serve import metrics
 
-        self.m_requests = metrics.Counter("mlops_requests_total", "Requests by route, status and model version",
-                                          tag_keys=("route", "status", "model_version"))
-        self.m_latency = metrics.Histogram("mlops_request_latency_ms", "Request latency (ms)",
-                                           boundaries=[1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000],
-                                           tag_keys=("route", "model_version"))
-        self.m_batch = metrics.Histogram("mlops_batch_size", "Rows per scored micro-batch",
-                                         boundaries=[1, 2, 4, 8, 16, 32, 64, 128, 256, 1024],
-                                         tag_keys=("model_version",))
+        self.m_requests = metrics.Counter(
+            "mlops_requests_total",
+            "Requests by route, status and model version",
+            tag_keys=("route", "status", "model_version"),
+        )
+        self.m_latency = metrics.Histogram(
+            "mlops_request_latency_ms",
+            "Request latency (ms)",
+            boundaries=[1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000],
+            tag_keys=("route", "model_version"),
+        )
+        self.m_batch = metrics.Histogram(
+            "mlops_batch_size",
+            "Rows per scored micro-batch",
+            boundaries=[1, 2, 4, 8, 16, 32, 64, 128, 256, 1024],
+            tag_keys=("model_version",),
+        )
         self.m_rows = metrics.Counter("mlops_rows_scored_total", "Rows scored", tag_keys=("model_version",))
 
     def _apply_batching(self, s: ServeSettings) -> None:
@@ -101,12 +113,16 @@ class ModelServer:
                 version = await asyncio.to_thread(resolve_version, self.client, s.model_name, s.alias, s.version)
                 if self.current is not None and version == self.current.version:
                     return False
-                loaded = await asyncio.to_thread(load_version, self.client, s.tracking_uri, s.model_name, version,
-                                                 s.alias)
+                loaded = await asyncio.to_thread(
+                    load_version, self.client, s.tracking_uri, s.model_name, version, s.alias
+                )
             except Exception as err:
                 self._last_error = f"{type(err).__name__}: {err}"
-                log.warning("model check failed (keeping %s): %s",
-                            self.current.version if self.current else "none", self._last_error)
+                log.warning(
+                    "model check failed (keeping %s): %s",
+                    self.current.version if self.current else "none",
+                    self._last_error,
+                )
                 return False
             previous = self.current.version if self.current else None
             self.current = loaded  # atomic swap; in-flight requests keep their own reference
@@ -141,7 +157,7 @@ class ModelServer:
             self.m_batch.observe(sum(len(x) for x in xs), tags={"model_version": model.version})
             start = 0
             for i, x in zip(idxs, xs):
-                out[i] = scores[start:start + len(x)]
+                out[i] = scores[start : start + len(x)]
                 start += len(x)
         return out
 
@@ -197,7 +213,7 @@ class ModelServer:
 
         def extract(payload):
             if not isinstance(payload, dict) or "records" not in payload:
-                raise RequestError([{"loc": ["body", "records"], "msg": "field required: {\"records\": [...]}"}])
+                raise RequestError([{"loc": ["body", "records"], "msg": 'field required: {"records": [...]}'}])
             extra = sorted(set(payload) - {"records"})
             if extra:
                 raise RequestError([{"loc": ["body", k], "msg": "unknown field"} for k in extra])
@@ -207,9 +223,11 @@ class ModelServer:
         if isinstance(res, JSONResponse):
             return res
         model, scores = res
-        return {**model.prediction(scores).to_json(), "model": {"name": model.name, "version": model.version,
-                                                  "run_id": model.run_id},
-                "request_id": uuid.uuid4().hex}
+        return {
+            **model.prediction(scores).to_json(),
+            "model": {"name": model.name, "version": model.version, "run_id": model.run_id},
+            "request_id": uuid.uuid4().hex,
+        }
 
     @api.post("/invocations", summary="MLflow scoring-server compatible")
     async def invocations(self, request: Request):
@@ -219,8 +237,9 @@ class ModelServer:
         if isinstance(res, JSONResponse):
             return res
         model, scores = res
-        return JSONResponse({"predictions": model.prediction(scores).records()},
-                            headers={"x-model-version": model.version})
+        return JSONResponse(
+            {"predictions": model.prediction(scores).records()}, headers={"x-model-version": model.version}
+        )
 
     @api.get("/health", summary="Ready when a model is loaded")
     async def health(self):
@@ -245,11 +264,15 @@ def deployment_options(cfg) -> dict[str, Any]:
     return {
         "ray_actor_options": {"num_cpus": s.num_cpus_per_replica},
         "max_ongoing_requests": s.max_ongoing_requests,
-        "autoscaling_config": {"min_replicas": s.min_replicas, "max_replicas": s.max_replicas,
-                               "initial_replicas": max(s.min_replicas, 1),
-                               "target_ongoing_requests": s.target_ongoing_requests,
-                               "upscale_delay_s": s.upscale_delay_s, "downscale_delay_s": s.downscale_delay_s,
-                               "look_back_period_s": 5.0},
+        "autoscaling_config": {
+            "min_replicas": s.min_replicas,
+            "max_replicas": s.max_replicas,
+            "initial_replicas": max(s.min_replicas, 1),
+            "target_ongoing_requests": s.target_ongoing_requests,
+            "upscale_delay_s": s.upscale_delay_s,
+            "downscale_delay_s": s.downscale_delay_s,
+            "look_back_period_s": 5.0,
+        },
     }
 
 

@@ -33,9 +33,17 @@ class LoadedModel:
 
     def info(self) -> dict[str, Any]:
         meta = self.model.meta
-        return {"name": self.name, "version": self.version, "alias": self.alias, "run_id": self.run_id,
-                "task": self.task, "snapshot_id": meta.get("snapshot_id"), "data_fingerprint": meta.get("fingerprint"),
-                "feature_schema": self.schema.describe(), "loaded_at": self.loaded_at}
+        return {
+            "name": self.name,
+            "version": self.version,
+            "alias": self.alias,
+            "run_id": self.run_id,
+            "task": self.task,
+            "snapshot_id": meta.get("snapshot_id"),
+            "data_fingerprint": meta.get("fingerprint"),
+            "feature_schema": self.schema.describe(),
+            "loaded_at": self.loaded_at,
+        }
 
     def transform(self, table: pa.Table) -> np.ndarray:
         return self.model.preprocessor.transform(table)

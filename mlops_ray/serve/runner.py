@@ -42,8 +42,10 @@ def start_service(ctx, cfg, *, timeout_s: float = 180.0) -> str:
     from mlops_ray.serve.app import build_from_config
 
     if tracking.alias_version(ctx.client, cfg.registry.model_name, cfg.serve.model_alias) is None:
-        raise ModelVersionNotFoundError(f"model {cfg.registry.model_name!r} has no '{cfg.serve.model_alias}' version "
-                                        "to serve; train and promote one first (mlops-ray train / promote)")
+        raise ModelVersionNotFoundError(
+            f"model {cfg.registry.model_name!r} has no '{cfg.serve.model_alias}' version "
+            "to serve; train and promote one first (mlops-ray train / promote)"
+        )
     ensure_ray()
     serve.start(http_options={"host": cfg.serve.host, "port": cfg.serve.port})
     serve.run(build_from_config(ctx, cfg), name=APP_NAME, route_prefix="/", blocking=False)
@@ -60,8 +62,9 @@ def reload_service(ctx, cfg) -> None:
     from mlops_ray.serve.app import build_from_config
 
     ensure_ray(address="auto")
-    serve.run(build_from_config(ctx, cfg, reload_token=uuid.uuid4().hex), name=APP_NAME, route_prefix="/",
-              blocking=False)
+    serve.run(
+        build_from_config(ctx, cfg, reload_token=uuid.uuid4().hex), name=APP_NAME, route_prefix="/", blocking=False
+    )
 
 
 def stop_service() -> None:

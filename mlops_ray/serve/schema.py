@@ -112,13 +112,20 @@ def mlflow_payload_to_records(body: Any) -> tuple[list, str]:
         raise RequestError([{"loc": ["body"], "msg": "expected a JSON object"}])
     keys = [k for k in ("dataframe_split", "dataframe_records", "instances", "inputs") if k in body]
     if len(keys) != 1:
-        raise RequestError([{"loc": ["body"], "msg": "expected exactly one of dataframe_split, dataframe_records, "
-                                                     f"instances, inputs; got {sorted(body)}"}])
+        raise RequestError(
+            [
+                {
+                    "loc": ["body"],
+                    "msg": "expected exactly one of dataframe_split, dataframe_records, "
+                    f"instances, inputs; got {sorted(body)}",
+                }
+            ]
+        )
     fmt = keys[0]
     v = body[fmt]
     if fmt == "dataframe_split":
         if not isinstance(v, dict) or not isinstance(v.get("columns"), list) or not isinstance(v.get("data"), list):
-            raise RequestError([{"loc": [fmt], "msg": "expected {\"columns\": [...], \"data\": [[...], ...]}"}])
+            raise RequestError([{"loc": [fmt], "msg": 'expected {"columns": [...], "data": [[...], ...]}'}])
         cols = v["columns"]
         out = []
         for i, row in enumerate(v["data"]):

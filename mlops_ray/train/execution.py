@@ -24,8 +24,12 @@ class ExecutionPlan:
     reason: str
 
 
-def choose_execution(node_cpus: list[float], execution: str = "auto", num_workers: int | None = None,
-                     cpus_per_worker: float | None = None) -> ExecutionPlan:
+def choose_execution(
+    node_cpus: list[float],
+    execution: str = "auto",
+    num_workers: int | None = None,
+    cpus_per_worker: float | None = None,
+) -> ExecutionPlan:
     """Decide local vs distributed training from the alive nodes' CPU counts.
 
     Args:
@@ -42,6 +46,9 @@ def choose_execution(node_cpus: list[float], execution: str = "auto", num_worker
         return ExecutionPlan("local", 0, float(threads), threads, why)
     n = num_workers or len(node_cpus)
     cpw = cpus_per_worker or max(1.0, float(int(min(node_cpus) if n <= len(node_cpus) else sum(node_cpus) / n)))
-    why = ("multi-node cluster: one worker per node with all its CPUs" if execution == "auto" and num_workers is None
-           else "configured")
+    why = (
+        "multi-node cluster: one worker per node with all its CPUs"
+        if execution == "auto" and num_workers is None
+        else "configured"
+    )
     return ExecutionPlan("distributed", n, cpw, max(1, int(cpw)), why)

@@ -42,15 +42,20 @@ def num_classes(snapshot) -> int | None:
 
 
 # ------------------------------------------------------------------ xgboost
-def _fit_xgboost(cfg, snapshot, plan, out_dir: Path, *, run_name: str, storage: Path,
-                 overrides: dict | None = None) -> Fitted:
+def _fit_xgboost(
+    cfg, snapshot, plan, out_dir: Path, *, run_name: str, storage: Path, overrides: dict | None = None
+) -> Fitted:
     from mlops_ray.train.xgboost_trainer import MODEL_FILE, fit_xgboost, loop_config
 
     res = fit_xgboost(cfg, snapshot, plan, out_dir, run_name=run_name, storage=storage, param_overrides=overrides)
     loop = loop_config(cfg, snapshot, plan.nthread, out_dir, overrides)
-    params = {"xgboost": loop["params"], "num_boost_round": loop["num_boost_round"],
-              "rounds_trained": res.meta["rounds"], "best_iteration": res.meta["best_iteration"],
-              "early_stopping_metric": loop["watch_metric"]}
+    params = {
+        "xgboost": loop["params"],
+        "num_boost_round": loop["num_boost_round"],
+        "rounds_trained": res.meta["rounds"],
+        "best_iteration": res.meta["best_iteration"],
+        "early_stopping_metric": loop["watch_metric"],
+    }
     return Fitted(res.booster, out_dir / MODEL_FILE, params, res.history, res.seconds, res.meta)
 
 
@@ -58,14 +63,20 @@ def _fold_xgboost(cfg, snapshot, pre, train, test, nthread: int, overrides: dict
     from mlops_ray.train.xgboost_trainer import boost, loop_config, make_dmatrix
 
     loop = loop_config(cfg, snapshot, nthread, "", overrides)
-    booster = boost(loop, make_dmatrix(train, pre.feature_names, nthread),
-                    make_dmatrix(test, pre.feature_names, nthread), loop["num_boost_round"], {})
+    booster = boost(
+        loop,
+        make_dmatrix(train, pre.feature_names, nthread),
+        make_dmatrix(test, pre.feature_names, nthread),
+        loop["num_boost_round"],
+        {},
+    )
     return get_kind("xgboost").scores(booster, test.x, snapshot.spec.task)
 
 
 # ------------------------------------------------------------------ scikit-learn
-def _fit_sklearn(cfg, snapshot, plan, out_dir: Path, *, run_name: str, storage: Path,
-                 overrides: dict | None = None) -> Fitted:
+def _fit_sklearn(
+    cfg, snapshot, plan, out_dir: Path, *, run_name: str, storage: Path, overrides: dict | None = None
+) -> Fitted:
     from mlops_ray.train.sklearn_trainer import MODEL_FILE, fit_sklearn
 
     meta = fit_sklearn(cfg, snapshot, out_dir, num_cpus=plan.cpus_per_worker, param_overrides=overrides)

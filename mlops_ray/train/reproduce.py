@@ -29,7 +29,6 @@ class Comparison:
 
 def reproduce_run(ctx, run_id: str, *, allow_code_change: bool = False) -> Comparison:
     """Re-train ``run_id`` from what it logged, in ``ctx``'s workspace and store; compare metrics."""
-    import mlflow
     import yaml
 
     from mlops_ray.config import config_from_dict
@@ -49,20 +48,23 @@ def reproduce_run(ctx, run_id: str, *, allow_code_change: bool = False) -> Compa
     if "snapshot_id" not in tags:
         raise ReproduceError(f"run {run_id} was not logged by mlops-ray train/tune (no snapshot_id tag)")
     with tempfile.TemporaryDirectory() as tmp:
-        path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="config.yaml", dst_path=tmp,
-                                                   tracking_uri=ctx.tracking_uri)
+        path = tracking.download_artifact(ctx.tracking_uri, run_id, "config.yaml", tmp)
         cfg = config_from_dict(yaml.safe_load(Path(path).read_text()), origin=f"run {run_id} config.yaml")
     try:
         snap = ctx.snapshots.find(tags["snapshot_id"])
     except SnapshotNotFoundError:
-        raise ReproduceError(f"snapshot {tags['snapshot_id']} used by run {run_id} is gone from the workspace; "
-                             "re-prepare the exact same source data and split spec to restore it") from None
+        raise ReproduceError(
+            f"snapshot {tags['snapshot_id']} used by run {run_id} is gone from the workspace; "
+            "re-prepare the exact same source data and split spec to restore it"
+        ) from None
     notes = []
     now = tracking.code_version()
     if now["code_digest"] != tags.get("code_digest"):
-        msg = (f"code differs: run used commit {tags.get('git_commit')} (dirty={tags.get('git_dirty')}, code digest "
-               f"{tags.get('code_digest')}), now commit {now['git_commit']} (dirty={now['git_dirty']}, digest "
-               f"{now['code_digest']})")
+        msg = (
+            f"code differs: run used commit {tags.get('git_commit')} (dirty={tags.get('git_dirty')}, code digest "
+            f"{tags.get('code_digest')}), now commit {now['git_commit']} (dirty={now['git_dirty']}, digest "
+            f"{now['code_digest']})"
+        )
         if not allow_code_change:
             raise ReproduceError(msg + "; check out that commit, or pass --allow-code-change to compare anyway")
         notes.append(msg)
@@ -71,8 +73,19 @@ def reproduce_run(ctx, run_id: str, *, allow_code_change: bool = False) -> Compa
     nworkers = int(params.get("execution.num_workers", 0))
     nthread = int(params.get("execution.nthread", 1))
     plan = ExecutionPlan(mode, nworkers, float(nthread), nthread, f"reproducing run {run_id}")
-    res = train_model(ctx, cfg, snap, param_overrides=overrides, register=False, plan=plan,
-                      run_name=f"reproduce-{run_id[:8]}", tags={"reproduces": run_id})
-    rows = [(k, float(v), float(res.metrics[k])) for k, v in sorted(run.data.metrics.items())
-            if (k.startswith("valid_") or k.startswith("test_")) and k in res.metrics]
+    res = train_model(
+        ctx,
+        cfg,
+        snap,
+        param_overrides=overrides,
+        register=False,
+        plan=plan,
+        run_name=f"reproduce-{run_id[:8]}",
+        tags={"reproduces": run_id},
+    )
+    rows = [
+        (k, float(v), float(res.metrics[k]))
+        for k, v in sorted(run.data.metrics.items())
+        if (k.startswith("valid_") or k.startswith("test_")) and k in res.metrics
+    ]
     return Comparison(run_id, res.run_id, rows, notes)

@@ -58,30 +58,53 @@ def evaluate(model: TabularModel, snapshot: Snapshot, *, importance_repeats: int
         out["slices"] = slice_metrics(spec.task, d.frame, d.y, model.scores(d.x), list(spec.categorical_features))
     if "valid" in frames:
         d = frames["valid"]
-        out["permutation_importance"] = permutation_importance(model.score_frame, d.frame, d.y, spec.task,
-                                                               spec.features, repeats=importance_repeats, seed=seed)
+        out["permutation_importance"] = permutation_importance(
+            model.score_frame, d.frame, d.y, spec.task, spec.features, repeats=importance_repeats, seed=seed
+        )
         out["input_example"] = d.frame[spec.features].head(5).reset_index(drop=True)
     return out
 
 
-def log_candidate(cfg, snapshot: Snapshot, model: TabularModel, *, fitted: Fitted, plan: ExecutionPlan | None,
-                  evaluation: dict, tags: dict) -> str:
+def log_candidate(
+    cfg,
+    snapshot: Snapshot,
+    model: TabularModel,
+    *,
+    fitted: Fitted,
+    plan: ExecutionPlan | None,
+    evaluation: dict,
+    tags: dict,
+) -> str:
     """Log everything about a candidate into the *active* MLflow run; returns the model URI."""
     from mlops_ray.config import config_to_yaml
 
     m, spec = snapshot.manifest, snapshot.spec
-    tracking.log_params({"model": fitted.params, "data.snapshot_id": snapshot.id, "data.salt": spec.split.salt,
-                         "execution": {"mode": plan.mode, "num_workers": plan.num_workers,
-                                       "nthread": plan.nthread} if plan else {}})
+    tracking.log_params(
+        {
+            "model": fitted.params,
+            "data.snapshot_id": snapshot.id,
+            "data.salt": spec.split.salt,
+            "execution": {"mode": plan.mode, "num_workers": plan.num_workers, "nthread": plan.nthread} if plan else {},
+        }
+    )
     tracking.log_text(config_to_yaml(cfg), "config.yaml")
     tracking.log_dict(m, "data/manifest.json")
     ref = snapshot.reference_stats()
     tracking.log_dict(ref, "data/reference_stats.json")
     tracking.log_snapshot_input(snapshot)
     code = tracking.code_version()
-    tracking.set_tags({"snapshot_id": snapshot.id, "data_fingerprint": snapshot.fingerprint,
-                       "dataset": snapshot.name, "task": spec.task, "flavor": model.kind.name, **code,
-                       **{f"version.{k}": v for k, v in library_versions().items()}, **tags})
+    tracking.set_tags(
+        {
+            "snapshot_id": snapshot.id,
+            "data_fingerprint": snapshot.fingerprint,
+            "dataset": snapshot.name,
+            "task": spec.task,
+            "flavor": model.kind.name,
+            **code,
+            **{f"version.{k}": v for k, v in library_versions().items()},
+            **tags,
+        }
+    )
     if fitted.history:
         tracking.log_history(fitted.history)
     tracking.log_metrics(evaluation["metrics"])
@@ -92,24 +115,52 @@ def log_candidate(cfg, snapshot: Snapshot, model: TabularModel, *, fitted: Fitte
         tracking.log_dict(pi, "evaluation/permutation_importance.json")
         tracking.log_metrics({f"perm_importance.{k}": v["mean"] for k, v in pi.items()})
     example = evaluation["input_example"]
-    meta = {"task": spec.task, "snapshot_id": snapshot.id, "fingerprint": snapshot.fingerprint,
-            "id_column": spec.id_column, "label_column": spec.label_column,
-            "numeric_features": list(spec.numeric_features), "categorical_features": list(spec.categorical_features),
-            "permutation_importance": evaluation.get("permutation_importance", {}),
-            "metrics": evaluation["metrics"]}
-    return tracking.log_pyfunc_model(kind=model.kind, model_path=str(fitted.model_path),
-                                     preprocessor=model.preprocessor, reference_stats=ref, meta=meta,
-                                     input_example=example, output_example=model.predict_frame(example))
+    meta = {
+        "task": spec.task,
+        "snapshot_id": snapshot.id,
+        "fingerprint": snapshot.fingerprint,
+        "id_column": spec.id_column,
+        "label_column": spec.label_column,
+        "numeric_features": list(spec.numeric_features),
+        "categorical_features": list(spec.categorical_features),
+        "permutation_importance": evaluation.get("permutation_importance", {}),
+        "metrics": evaluation["metrics"],
+    }
+    return tracking.log_pyfunc_model(
+        kind=model.kind,
+        model_path=str(fitted.model_path),
+        preprocessor=model.preprocessor,
+        reference_stats=ref,
+        meta=meta,
+        input_example=example,
+        output_example=model.predict_frame(example),
+    )
 
 
 def register_candidate(ctx, cfg, snapshot: Snapshot, run_id: str, model_uri: str, metrics: dict) -> str:
     """New registered version (alias ``challenger`` marks the newest candidate); returns its number."""
     primary = {k: v for k, v in metrics.items() if k.startswith("test_")}
-    mv = tracking.register_version(ctx.client, cfg.registry.model_name, model_uri, run_id, {
-        "snapshot_id": snapshot.id, "data_fingerprint": snapshot.fingerprint, **snapshot.spec.split.to_tags(),
-        "task": snapshot.spec.task, **{k: f"{v:.6g}" for k, v in primary.items()}})
-    tracking.move_alias(ctx.client, cfg.registry.model_name, CHALLENGER, mv.version, action="register",
-                        reason=f"new candidate from run {run_id}")
+    mv = tracking.register_version(
+        ctx.client,
+        cfg.registry.model_name,
+        model_uri,
+        run_id,
+        {
+            "snapshot_id": snapshot.id,
+            "data_fingerprint": snapshot.fingerprint,
+            **snapshot.spec.split.to_tags(),
+            "task": snapshot.spec.task,
+            **{k: f"{v:.6g}" for k, v in primary.items()},
+        },
+    )
+    tracking.move_alias(
+        ctx.client,
+        cfg.registry.model_name,
+        CHALLENGER,
+        mv.version,
+        action="register",
+        reason=f"new candidate from run {run_id}",
+    )
     snapshot.record_usage(run_id=run_id, model=cfg.registry.model_name, model_version=mv.version)
     return str(mv.version)
 
@@ -117,13 +168,23 @@ def register_candidate(ctx, cfg, snapshot: Snapshot, run_id: str, model_uri: str
 def plan_for(cfg, execution: str | None = None) -> ExecutionPlan:
     from mlops_ray.ray_runtime import alive_node_cpus
 
-    return choose_execution(alive_node_cpus(), execution or cfg.model.execution, cfg.model.num_workers,
-                            cfg.model.cpus_per_worker)
+    return choose_execution(
+        alive_node_cpus(), execution or cfg.model.execution, cfg.model.num_workers, cfg.model.cpus_per_worker
+    )
 
 
-def train_model(ctx, cfg, snapshot: Snapshot, *, param_overrides: dict | None = None, run_name: str | None = None,
-                register: bool = True, execution: str | None = None, plan: ExecutionPlan | None = None,
-                tags: dict | None = None) -> Candidate:
+def train_model(
+    ctx,
+    cfg,
+    snapshot: Snapshot,
+    *,
+    param_overrides: dict | None = None,
+    run_name: str | None = None,
+    register: bool = True,
+    execution: str | None = None,
+    plan: ExecutionPlan | None = None,
+    tags: dict | None = None,
+) -> Candidate:
     """Train the configured model on ``snapshot``, log it to MLflow and (by default) register it."""
     from mlops_ray.ray_runtime import ensure_ray
 
@@ -133,8 +194,15 @@ def train_model(ctx, cfg, snapshot: Snapshot, *, param_overrides: dict | None = 
     run_name = run_name or f"train-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     out_dir = ctx.run_dir("runs", run_name)
     kind = train_kind(cfg.model.type)
-    fitted = kind.fit(cfg, snapshot, plan, out_dir, run_name=run_name, storage=ctx.workspace.ray_storage / "train",
-                      overrides=param_overrides)
+    fitted = kind.fit(
+        cfg,
+        snapshot,
+        plan,
+        out_dir,
+        run_name=run_name,
+        storage=ctx.workspace.ray_storage / "train",
+        overrides=param_overrides,
+    )
     model = TabularModel.from_parts(snapshot.spec.task, snapshot.preprocessor(), kind.model, fitted.estimator)
     evaluation = evaluate(model, snapshot, seed=cfg.model.seed)
     cv = None
@@ -144,8 +212,15 @@ def train_model(ctx, cfg, snapshot: Snapshot, *, param_overrides: dict | None = 
         cv = cross_validate(cfg, snapshot, cfg.model.cv_folds, plan.nthread, param_overrides)
     extra: dict[str, Any] = {"train_seconds": fitted.seconds}
     with tracking.run(ctx, run_name) as r:
-        model_uri = log_candidate(cfg, snapshot, model, fitted=fitted, plan=plan, evaluation=evaluation,
-                                  tags={"param_overrides": json.dumps(param_overrides or {}), **(tags or {})})
+        model_uri = log_candidate(
+            cfg,
+            snapshot,
+            model,
+            fitted=fitted,
+            plan=plan,
+            evaluation=evaluation,
+            tags={"param_overrides": json.dumps(param_overrides or {}), **(tags or {})},
+        )
         tracking.log_metrics({"train_seconds": fitted.seconds})
         if cv:
             tracking.log_metrics(cv["summary"])

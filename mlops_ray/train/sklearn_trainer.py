@@ -20,8 +20,9 @@ MODEL_FILE = "model.joblib"
 def import_estimator(path: str):
     """Resolve ``package.module.Class`` to an estimator class, or raise ConfigError naming the problem."""
     if not path or "." not in path:
-        raise ConfigError(f"model.estimator {path!r}: expected a class path like "
-                          "'sklearn.ensemble.HistGradientBoostingClassifier'")
+        raise ConfigError(
+            f"model.estimator {path!r}: expected a class path like 'sklearn.ensemble.HistGradientBoostingClassifier'"
+        )
     mod_name, cls_name = path.rsplit(".", 1)
     try:
         mod = importlib.import_module(mod_name)
@@ -47,8 +48,9 @@ def build_estimator(path: str, params: dict, seed: int):
     return cls(**kwargs)
 
 
-def fit_estimator(estimator_path: str, params: dict, seed: int, snapshot_path: str, manifest: dict,
-                  output_dir: str) -> dict:
+def fit_estimator(
+    estimator_path: str, params: dict, seed: int, snapshot_path: str, manifest: dict, output_dir: str
+) -> dict:
     """Fit on the train split and save with joblib; returns timing. Runs wherever it is called."""
     import joblib
 
@@ -73,5 +75,6 @@ def fit_sklearn(cfg, snapshot, output_dir: Path, num_cpus: float, param_override
     params = dict(cfg.model.params, **(param_overrides or {}))
     build_estimator(cfg.model.estimator, params, cfg.model.seed)  # fail fast in the driver
     task = ray.remote(num_cpus=num_cpus)(fit_estimator)
-    return ray.get(task.remote(cfg.model.estimator, params, cfg.model.seed, str(snapshot.path), snapshot.manifest,
-                               str(output_dir)))
+    return ray.get(
+        task.remote(cfg.model.estimator, params, cfg.model.seed, str(snapshot.path), snapshot.manifest, str(output_dir))
+    )

@@ -67,15 +67,19 @@ def to_tune_space(parsed: dict[str, tuple[str, list]]) -> dict[str, Any]:
     from ray import tune
 
     build = {
-        "uniform": lambda a: tune.uniform(*a), "loguniform": lambda a: tune.loguniform(*a),
-        "randint": lambda a: tune.randint(int(a[0]), int(a[1])), "quniform": lambda a: tune.quniform(*a),
-        "choice": lambda a: tune.choice(a), "grid": lambda a: tune.grid_search(a),
+        "uniform": lambda a: tune.uniform(*a),
+        "loguniform": lambda a: tune.loguniform(*a),
+        "randint": lambda a: tune.randint(int(a[0]), int(a[1])),
+        "quniform": lambda a: tune.quniform(*a),
+        "choice": lambda a: tune.choice(a),
+        "grid": lambda a: tune.grid_search(a),
     }
     return {k: build[kind](args) for k, (kind, args) in parsed.items()}
 
 
-def _xgb_trial(config: dict, base: dict, train, valid, feature_names: list[str], report_every: int,
-               task: str, metric: str) -> None:
+def _xgb_trial(
+    config: dict, base: dict, train, valid, feature_names: list[str], report_every: int, task: str, metric: str
+) -> None:
     """One Tune trial: boost with the sampled params; every ``report_every`` rounds report ``metric``
     (our metric name, e.g. ``auc``) computed on the validation split by the model so far."""
     import tempfile
@@ -108,12 +112,20 @@ def _xgb_trial(config: dict, base: dict, train, valid, feature_names: list[str],
     booster = boost(loop, dtrain, dvalid, rounds, history, callbacks=[Report()])
     with tempfile.TemporaryDirectory() as tmp:
         booster.save_model(str(Path(tmp) / "model.ubj"))
-        (Path(tmp) / "history.json").write_text(json.dumps({"history": history, "rounds": booster.num_boosted_rounds(),
-                                                            "best_iteration": int(booster.best_iteration)
-                                                            if base.get("early_stopping_rounds") else None}))
+        (Path(tmp) / "history.json").write_text(
+            json.dumps(
+                {
+                    "history": history,
+                    "rounds": booster.num_boosted_rounds(),
+                    "best_iteration": int(booster.best_iteration) if base.get("early_stopping_rounds") else None,
+                }
+            )
+        )
         # The final (early-stopped, best-iteration) model is what would be registered: rank by it.
-        tune.report({key: score(booster), "rounds": booster.num_boosted_rounds(), "final": 1},
-                    checkpoint=tune.Checkpoint.from_directory(tmp))
+        tune.report(
+            {key: score(booster), "rounds": booster.num_boosted_rounds(), "final": 1},
+            checkpoint=tune.Checkpoint.from_directory(tmp),
+        )
 
 
 def _sk_trial(config: dict, cfg_model: dict, snapshot_path: str, manifest: dict, metric: str) -> None:
@@ -129,8 +141,9 @@ def _sk_trial(config: dict, cfg_model: dict, snapshot_path: str, manifest: dict,
     from mlops_ray.train.sklearn_trainer import MODEL_FILE, fit_estimator
 
     with tempfile.TemporaryDirectory() as tmp:
-        fit_estimator(cfg_model["estimator"], dict(cfg_model["params"], **config), cfg_model["seed"], snapshot_path,
-                      manifest, tmp)
+        fit_estimator(
+            cfg_model["estimator"], dict(cfg_model["params"], **config), cfg_model["seed"], snapshot_path, manifest, tmp
+        )
         snap = Snapshot(Path(snapshot_path), manifest)
         valid = load_split(snap, "valid", snap.preprocessor())
         kind = get_kind("sklearn")
@@ -149,16 +162,29 @@ def _xgb_trainable(cfg, snapshot, pre, cpus_per_trial: int, out_dir, metric: str
     base = loop_config(cfg, snapshot, cpus_per_trial, out_dir)
     report_every = max(1, min(10, base["num_boost_round"] // 10))
     train, valid = load_split(snapshot, "train", pre), load_split(snapshot, "valid", pre)
-    trainable = tune.with_parameters(_xgb_trial, base=base, train=train, valid=valid, feature_names=pre.feature_names,
-                                     report_every=report_every, task=snapshot.spec.task, metric=metric)
+    trainable = tune.with_parameters(
+        _xgb_trial,
+        base=base,
+        train=train,
+        valid=valid,
+        feature_names=pre.feature_names,
+        report_every=report_every,
+        task=snapshot.spec.task,
+        metric=metric,
+    )
     return trainable, math.ceil(base["num_boost_round"] / report_every) + 1, base
 
 
 def _sk_trainable(cfg, snapshot, pre, cpus_per_trial: int, out_dir, metric: str):
     from ray import tune
 
-    trainable = tune.with_parameters(_sk_trial, cfg_model=cfg.model.model_dump(), snapshot_path=str(snapshot.path),
-                                     manifest=snapshot.manifest, metric=metric)
+    trainable = tune.with_parameters(
+        _sk_trial,
+        cfg_model=cfg.model.model_dump(),
+        snapshot_path=str(snapshot.path),
+        manifest=snapshot.manifest,
+        metric=metric,
+    )
     return trainable, 1, None
 
 
@@ -177,8 +203,11 @@ def _best_fitted(kind, ck, out_dir, cfg, base: dict | None, best_config: dict):
     estimator = kind.load(str(path))
     if base is not None:  # boosted: history + rounds from the trial
         hist = json.loads((ck / "history.json").read_text())
-        params = {"xgboost": dict(base["params"], **{k: v for k, v in best_config.items() if k != "num_boost_round"}),
-                  "num_boost_round": base["num_boost_round"], "rounds_trained": hist["rounds"]}
+        params = {
+            "xgboost": dict(base["params"], **{k: v for k, v in best_config.items() if k != "num_boost_round"}),
+            "num_boost_round": base["num_boost_round"],
+            "rounds_trained": hist["rounds"],
+        }
         return Fitted(estimator, path, params, hist["history"])
     return Fitted(estimator, path, {"estimator": cfg.model.estimator, **cfg.model.params, **best_config})
 
@@ -219,28 +248,37 @@ def tune_model(ctx, cfg, snapshot, *, register: bool = True):
     maximize = METRIC_DIRECTIONS[watch]
     trainable, max_t, base = _TRAINABLES[cfg.model.type](cfg, snapshot, pre, cpus_per_trial, out_dir, watch)
     metric, mode = f"valid-{watch}", ("max" if maximize else "min")
-    scheduler = (ASHAScheduler(time_attr="training_iteration", max_t=max_t, grace_period=min(3, max_t),
-                               reduction_factor=2)
-                 if cfg.tune.scheduler == "asha" and max_t > 1 else FIFOScheduler())
+    scheduler = (
+        ASHAScheduler(time_attr="training_iteration", max_t=max_t, grace_period=min(3, max_t), reduction_factor=2)
+        if cfg.tune.scheduler == "asha" and max_t > 1
+        else FIFOScheduler()
+    )
     has_grid = any(kind == "grid" for kind, _ in parsed.values())
     tuner = tune.Tuner(
         tune.with_resources(trainable, {"cpu": cpus_per_trial}),
         param_space=to_tune_space(parsed),
-        tune_config=tune.TuneConfig(metric=metric, mode=mode, num_samples=1 if cfg.tune.search_alg == "grid" and has_grid
-                                    else cfg.tune.num_samples, max_concurrent_trials=concurrent, scheduler=scheduler,
-                                    search_alg=BasicVariantGenerator(random_state=cfg.model.seed)),
+        tune_config=tune.TuneConfig(
+            metric=metric,
+            mode=mode,
+            num_samples=1 if cfg.tune.search_alg == "grid" and has_grid else cfg.tune.num_samples,
+            max_concurrent_trials=concurrent,
+            scheduler=scheduler,
+            search_alg=BasicVariantGenerator(random_state=cfg.model.seed),
+        ),
         run_config=tune.RunConfig(name=name, storage_path=str(ctx.run_dir("ray", "tune")), verbose=0),
     )
     t0 = time.perf_counter()
-    grid = tuner.fit()
+    grid = list(tuner.fit())
     seconds = time.perf_counter() - t0
-    finished = [r for r in grid if r.error is None and r.checkpoint is not None and (r.metrics or {}).get("final")]
+    finished = [
+        i for i, r in enumerate(grid) if r.error is None and r.checkpoint is not None and (r.metrics or {}).get("final")
+    ]
     if not finished:
         errors = [str(r.error)[:300] for r in grid if r.error is not None]
         raise TrainingError(f"no tuning trial finished ({len(grid)} started); first errors: {errors[:3]}")
     # Ties broken by trial order, so the winner does not depend on completion order.
-    order = {id(r): i for i, r in enumerate(grid)}
-    best = sorted(finished, key=lambda r: ((-1 if maximize else 1) * r.metrics[metric], order[id(r)]))[0]
+    best_i = sorted(finished, key=lambda i: ((-1 if maximize else 1) * grid[i].metrics[metric], i))[0]
+    best = grid[best_i]
 
     kind = get_kind(cfg.model.type)
     with tracking.run(ctx, name, tags={"mlops_ray.kind": "tune"}) as parent:
@@ -251,21 +289,50 @@ def tune_model(ctx, cfg, snapshot, *, register: bool = True):
                 if df is not None and metric in df:
                     for step, v in enumerate(df[metric].dropna().tolist()):
                         tracking.log_metrics({metric: v}, step=step)
-                tracking.set_tags({"status": "error" if r.error else ("stopped_early" if not (r.metrics or {}).get("final")
-                                                                      else "completed"),
-                                   "best": str(r is best), "snapshot_id": snapshot.id})
+                tracking.set_tags(
+                    {
+                        "status": "error"
+                        if r.error
+                        else ("stopped_early" if not (r.metrics or {}).get("final") else "completed"),
+                        "best": str(i == best_i),
+                        "snapshot_id": snapshot.id,
+                    }
+                )
         with best.checkpoint.as_directory() as ck:
             fitted = _best_fitted(kind, ck, out_dir, cfg, base, best.config)
         model = TabularModel.from_parts(task, pre, kind, fitted.estimator)
         evaluation = evaluate(model, snapshot, seed=cfg.model.seed)
         trial_plan = type(plan)("local", 0, float(cpus_per_trial), cpus_per_trial, "tune trial")
-        model_uri = log_candidate(cfg, snapshot, model, fitted=fitted, plan=trial_plan, evaluation=evaluation,
-                                  tags={"mlops_ray.kind": "tune", "param_overrides": json.dumps(best.config),
-                                        "tune.num_trials": len(grid), "tune.metric": metric,
-                                        "tune.best_metric": best.metrics[metric]})
+        model_uri = log_candidate(
+            cfg,
+            snapshot,
+            model,
+            fitted=fitted,
+            plan=trial_plan,
+            evaluation=evaluation,
+            tags={
+                "mlops_ray.kind": "tune",
+                "param_overrides": json.dumps(best.config),
+                "tune.num_trials": len(grid),
+                "tune.metric": metric,
+                "tune.best_metric": best.metrics[metric],
+            },
+        )
         tracking.log_metrics({"tune_seconds": seconds, f"best_{metric}": best.metrics[metric]})
         run_id = parent.info.run_id
     version = register_candidate(ctx, cfg, snapshot, run_id, model_uri, evaluation["metrics"]) if register else None
-    return Candidate(run_id, model_uri, version, evaluation["metrics"], snapshot.id, trial_plan,
-                     {"trials": len(grid), "finished": len(finished), "best_config": best.config,
-                      "tune_seconds": seconds, "metric": metric})
+    return Candidate(
+        run_id,
+        model_uri,
+        version,
+        evaluation["metrics"],
+        snapshot.id,
+        trial_plan,
+        {
+            "trials": len(grid),
+            "finished": len(finished),
+            "best_config": best.config,
+            "tune_seconds": seconds,
+            "metric": metric,
+        },
+    )

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-
 from mlops_ray.train.execution import ExecutionPlan
 
 HISTORY = "history.json"
@@ -28,8 +27,11 @@ MODEL_FILE = "model.ubj"
 # Default eval metrics per task. As in XGBoost, the LAST one drives early stopping: a proper
 # scoring rule (logloss / mlogloss / rmse), because AUC or an error rate plateaus at once on
 # small validation sets and stopping on them kept 1-2 trees (README "Early stopping").
-DEFAULT_EVAL_METRICS = {"binary": ["auc", "logloss"], "multiclass": ["merror", "mlogloss"],
-                        "regression": ["mae", "rmse"]}
+DEFAULT_EVAL_METRICS = {
+    "binary": ["auc", "logloss"],
+    "multiclass": ["merror", "mlogloss"],
+    "regression": ["mae", "rmse"],
+}
 _MAXIMIZED = ("auc", "aucpr", "map", "ndcg", "pre")
 
 
@@ -39,8 +41,12 @@ def xgb_params(model_cfg, task: str, num_class: int | None, nthread: int, overri
     ``model.params.eval_metric`` (a string or a list) replaces the defaults; its last entry drives
     early stopping.
     """
-    params: dict[str, Any] = {"tree_method": "hist", "seed": model_cfg.seed, "nthread": nthread,
-                              "eval_metric": list(DEFAULT_EVAL_METRICS[task])}
+    params: dict[str, Any] = {
+        "tree_method": "hist",
+        "seed": model_cfg.seed,
+        "nthread": nthread,
+        "eval_metric": list(DEFAULT_EVAL_METRICS[task]),
+    }
     if task == "binary":
         params.update(objective="binary:logistic")
     elif task == "multiclass":
@@ -88,14 +94,29 @@ def boost(config: dict, dtrain, dvalid, rounds: int, history: dict, start_model=
 
     cbs = list(callbacks)
     if config.get("early_stopping_rounds"):
-        cbs.insert(0, xgb.callback.EarlyStopping(rounds=config["early_stopping_rounds"],
-                                                 metric_name=config["watch_metric"], data_name="valid",
-                                                 maximize=config["maximize"], save_best=True))
+        cbs.insert(
+            0,
+            xgb.callback.EarlyStopping(
+                rounds=config["early_stopping_rounds"],
+                metric_name=config["watch_metric"],
+                data_name="valid",
+                maximize=config["maximize"],
+                save_best=True,
+            ),
+        )
     # Evaluating the train set every round costs a full prediction pass plus an AUC sort
     # (it doubled training time at 1M rows); only done when asked for.
     evals = ([(dtrain, "train")] if config.get("eval_train") else []) + [(dvalid, "valid")]
-    return xgb.train(config["params"], dtrain, num_boost_round=rounds, evals=evals,
-                     evals_result=history, xgb_model=start_model, callbacks=cbs, verbose_eval=False)
+    return xgb.train(
+        config["params"],
+        dtrain,
+        num_boost_round=rounds,
+        evals=evals,
+        evals_result=history,
+        xgb_model=start_model,
+        callbacks=cbs,
+        verbose_eval=False,
+    )
 
 
 def make_dmatrix(data, feature_names, nthread: int):
@@ -130,19 +151,28 @@ def train_loop_per_worker(config: dict) -> None:
     remaining = max(0, config["num_boost_round"] - done)
     history: dict = {}
     t0 = time.perf_counter()
-    booster = boost(config, dtrain, dvalid, remaining, history, start_model, [_checkpoint_callback(config["checkpoint_every"])])
+    booster = boost(
+        config, dtrain, dvalid, remaining, history, start_model, [_checkpoint_callback(config["checkpoint_every"])]
+    )
     if rank == 0:
         out = Path(config["output_dir"])
         out.mkdir(parents=True, exist_ok=True)
         booster.save_model(str(out / MODEL_FILE))
-        meta = {"history": history, "resumed_from_round": done, "train_seconds": time.perf_counter() - t0,
-                "best_iteration": int(getattr(booster, "best_iteration", booster.num_boosted_rounds() - 1)),
-                "rounds": booster.num_boosted_rounds(), "world_size": world, "train_rows_rank0": len(train)}
+        meta = {
+            "history": history,
+            "resumed_from_round": done,
+            "train_seconds": time.perf_counter() - t0,
+            "best_iteration": int(getattr(booster, "best_iteration", booster.num_boosted_rounds() - 1)),
+            "rounds": booster.num_boosted_rounds(),
+            "world_size": world,
+            "train_rows_rank0": len(train),
+        }
         (out / HISTORY).write_text(json.dumps(meta))
 
 
-def loop_config(cfg, snapshot, nthread: int, output_dir, param_overrides: dict | None = None,
-                checkpoint_every: int = 25) -> dict:
+def loop_config(
+    cfg, snapshot, nthread: int, output_dir, param_overrides: dict | None = None, checkpoint_every: int = 25
+) -> dict:
     """Everything the training function needs (picklable)."""
     task = snapshot.manifest["spec"]["task"]
     num_class = None
@@ -153,10 +183,15 @@ def loop_config(cfg, snapshot, nthread: int, output_dir, param_overrides: dict |
     params = xgb_params(cfg.model, task, num_class, nthread, overrides)
     watch = watch_metric(params)
     return {
-        "snapshot_path": str(snapshot.path), "manifest": snapshot.manifest,
-        "params": params, "num_boost_round": rounds,
-        "early_stopping_rounds": cfg.model.early_stopping_rounds, "watch_metric": watch,
-        "maximize": is_maximized(watch), "checkpoint_every": checkpoint_every, "output_dir": str(output_dir),
+        "snapshot_path": str(snapshot.path),
+        "manifest": snapshot.manifest,
+        "params": params,
+        "num_boost_round": rounds,
+        "early_stopping_rounds": cfg.model.early_stopping_rounds,
+        "watch_metric": watch,
+        "maximize": is_maximized(watch),
+        "checkpoint_every": checkpoint_every,
+        "output_dir": str(output_dir),
         "eval_train": cfg.model.log_train_metrics,
     }
 
@@ -171,8 +206,18 @@ class TrainOutput:
     output_dir: Path
 
 
-def fit_xgboost(cfg, snapshot, plan: ExecutionPlan, output_dir: Path, *, run_name: str, storage: Path,
-                param_overrides: dict | None = None, max_failures: int = 2, checkpoint_every: int = 25) -> TrainOutput:
+def fit_xgboost(
+    cfg,
+    snapshot,
+    plan: ExecutionPlan,
+    output_dir: Path,
+    *,
+    run_name: str,
+    storage: Path,
+    param_overrides: dict | None = None,
+    max_failures: int = 2,
+    checkpoint_every: int = 25,
+) -> TrainOutput:
     """Train on ``snapshot`` with Ray Train v2 ``XGBoostTrainer`` under ``plan``; returns the booster."""
     import xgboost as xgb
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
@@ -186,11 +231,16 @@ def fit_xgboost(cfg, snapshot, plan: ExecutionPlan, output_dir: Path, *, run_nam
     trainer = XGBoostTrainer(
         train_loop_per_worker,
         train_loop_config=loop_cfg,
-        scaling_config=ScalingConfig(num_workers=plan.num_workers,
-                                     resources_per_worker={"CPU": plan.cpus_per_worker} if plan.num_workers else None),
-        run_config=RunConfig(name=run_name, storage_path=str(storage),
-                             failure_config=FailureConfig(max_failures=max_failures),
-                             checkpoint_config=CheckpointConfig(num_to_keep=2)),
+        scaling_config=ScalingConfig(
+            num_workers=plan.num_workers,
+            resources_per_worker={"CPU": plan.cpus_per_worker} if plan.num_workers else None,
+        ),
+        run_config=RunConfig(
+            name=run_name,
+            storage_path=str(storage),
+            failure_config=FailureConfig(max_failures=max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+        ),
     )
     t0 = time.perf_counter()
     trainer.fit()

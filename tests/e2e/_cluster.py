@@ -2,9 +2,55 @@
 
 from __future__ import annotations
 
+import socket
 import time
+from contextlib import ExitStack
 
 import psutil
+
+# Ray Serve binds these at fixed ports unless told otherwise (HAProxy stats 8404 and metrics 9101,
+# the fallback proxy 8500 and 9500): two clusters on one host would fight over them.
+SERVE_PORT_ENV = (
+    "RAY_SERVE_HAPROXY_STATS_PORT",
+    "RAY_SERVE_HAPROXY_METRICS_PORT",
+    "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT",
+    "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT",
+)
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct ports free on 127.0.0.1 now (all bound at once, so never the same twice)."""
+    with ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(n)]
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+
+
+def free_port() -> int:
+    """A port free on 127.0.0.1 now: never a fixed one that another test run or service may hold."""
+    return free_ports(1)[0]
+
+
+def serve_port_env() -> dict[str, str]:
+    """Environment giving Ray Serve free ports instead of its fixed defaults (see SERVE_PORT_ENV)."""
+    return dict(zip(SERVE_PORT_ENV, map(str, free_ports(len(SERVE_PORT_ENV)))))
+
+
+def head_ports() -> dict[str, int]:
+    """Free ports for every fixed-port default of `ray start --head`, keyed by option name.
+
+    Besides GCS (6379) and dashboard (8265): the Ray Client server (10001) and the dashboard
+    agent's HTTP port (52365), which `ray job submit` goes through, so a job must never reach
+    another cluster's agent.
+    """
+    names = ("port", "dashboard-port", "ray-client-server-port", "dashboard-agent-listen-port")
+    return dict(zip(names, free_ports(len(names))))
+
+
+def head_args(ports: dict[str, int]) -> list[str]:
+    """`ray start` options for :func:`head_ports`."""
+    return [f"--{name}={port}" for name, port in ports.items()]
 
 
 def stop_cluster(gcs_port: int, timeout: float = 30.0) -> None:

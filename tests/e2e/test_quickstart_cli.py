@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from _cluster import free_port, serve_port_env
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
@@ -20,14 +21,31 @@ def _cli(*args, env, timeout=300):
 
 
 def test_quickstart_then_commands_with_example_config(tmp_path):
-    env = dict(os.environ, MLOPS_RAY_HOME=str(tmp_path / "home"), RAY_AUTH_MODE="disabled", MLOPS_RAY_PROGRESS="0")
+    import yaml
+
+    env = dict(
+        os.environ,
+        MLOPS_RAY_HOME=str(tmp_path / "home"),
+        RAY_AUTH_MODE="disabled",
+        MLOPS_RAY_PROGRESS="0",
+        **serve_port_env(),
+    )
     env.pop("RAY_ADDRESS", None)
-    r = _cli("quickstart", env=env)
+    raw = yaml.safe_load((ROOT / "examples" / "quickstart.yaml").read_text())
+    port = free_port()  # never the fixed default: another service may hold it
+    raw["serve"]["port"] = port
+    config = tmp_path / "quickstart.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    r = _cli("quickstart", "--config", str(config), env=env)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "fingerprint:" in r.stdout and "train:" in r.stdout
-    assert "registered quickstart-churn v1 as challenger" in r.stdout and "PROMOTE" in r.stdout
+    assert "fingerprint:" in r.stdout
+    assert "[3/5] tune:" in r.stdout and "ranked by valid" in r.stdout  # the training step itself ran
+    assert "registered quickstart-churn v1" in r.stdout
+    assert "[4/5] gate: v1 vs the current 'champion'" in r.stdout and "PROMOTE" in r.stdout
+    assert "'champion' -> v1 (was none)" in r.stdout
     assert '"model": {"name": "quickstart-churn", "version": "1"' in r.stdout  # a real HTTP answer
-    assert "curl -s -X POST http://127.0.0.1:8000/predict" in r.stdout and "service stopped" in r.stdout
+    assert f"curl -s -X POST http://127.0.0.1:{port}/predict" in r.stdout and "service stopped" in r.stdout
+    assert f"mlops-ray serve --config {config}" in r.stdout  # hints name the config the user passed
     listing = json.loads(_cli("data", "list", "--json", env=env).stdout)
     assert len(listing) == 1 and listing[0]["name"] == "quickstart"
     # the example config finds the data in the workspace, from the repo root

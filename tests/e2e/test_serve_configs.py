@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import signal
 import subprocess
@@ -10,27 +11,63 @@ from pathlib import Path
 
 import httpx
 import pytest
-from _cluster import stop_cluster
 import yaml
+from _cluster import free_port, head_args, head_ports, serve_port_env, stop_cluster
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-URL = "http://127.0.0.1:8000"
+SERVE_CONFIGS = sorted((ROOT / "serve_configs").glob("*.yaml"))
 
 
-def _healthy(timeout=120) -> dict:
+def _healthy(url, timeout=120) -> dict:
     from mlops_ray.serve.runner import wait_healthy
 
-    return wait_healthy(URL, timeout)
+    return wait_healthy(url, timeout)
+
+
+@pytest.mark.parametrize("path", SERVE_CONFIGS, ids=lambda p: p.name)
+def test_shipped_serve_config_matches_its_pipeline_config(path):
+    """A shipped Serve config deploys what `mlops-ray serve --config <its args.config>` deploys."""
+    from mlops_ray.config import load_config
+    from mlops_ray.serve.runner import APP_NAME
+
+    shipped = yaml.safe_load(path.read_text())
+    (app,) = shipped["applications"]
+    module, _, attr = app["import_path"].partition(":")
+    assert callable(getattr(importlib.import_module(module), attr))
+    assert (app["name"], app["route_prefix"]) == (APP_NAME, "/")
+    s = load_config(ROOT / app["args"]["config"]).serve  # resolved from the repo root, as documented
+    assert shipped["http_options"] == {"host": s.host, "port": s.port}
+    (dep,) = app["deployments"]
+    assert dep["ray_actor_options"] == {"num_cpus": s.num_cpus_per_replica}
+    assert dep["max_ongoing_requests"] == s.max_ongoing_requests
+    scaling = ("min_replicas", "max_replicas", "target_ongoing_requests", "upscale_delay_s", "downscale_delay_s")
+    assert {k: dep["autoscaling_config"][k] for k in scaling} == {k: getattr(s, k) for k in scaling}
+    assert dep["user_config"] == {
+        "poll_interval_s": s.poll_interval_s,
+        "max_batch_size": s.max_batch_size,
+        "batch_wait_timeout_s": s.batch_wait_timeout_s,
+    }
+
+
+@pytest.fixture
+def serve_config(tmp_path):
+    """serve_configs/quickstart.yaml as shipped but on a free HTTP port: (path, base URL)."""
+    raw = yaml.safe_load((ROOT / "serve_configs" / "quickstart.yaml").read_text())
+    raw["http_options"]["port"] = free_port()
+    path = tmp_path / "serve-quickstart.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path, f"http://{raw['http_options']['host']}:{raw['http_options']['port']}"
 
 
 @pytest.fixture
 def trained_home(ray_session, workspace):
     """A workspace holding a champion of the quickstart model (small, not tuned)."""
-    from mlops_ray.config import config_from_dict, load_config
+    from mlops_ray.config import config_from_dict
+    from mlops_ray.context import Context
     from mlops_ray.data.prepare import prepare_snapshot
-    from mlops_ray.pipeline.quickstart import ensure_sample_data
+    from mlops_ray.pipeline.stages import ensure_sample_data
     from mlops_ray.registry.promotion import promote
     from mlops_ray.train.run import train_model
 
@@ -38,65 +75,110 @@ def trained_home(ray_session, workspace):
     raw["data"]["generate"]["rows"] = 3000
     raw["model"]["num_boost_round"] = 20
     cfg = config_from_dict(raw, base_dir=ROOT / "examples")
-    ensure_sample_data(cfg, echo=lambda *_: None)
-    train_model(cfg, snapshot_ref=prepare_snapshot(cfg, engine="local").snapshot.id)
-    promote(cfg)
-    assert load_config(ROOT / "examples" / "quickstart.yaml").registry.model_name == cfg.registry.model_name
+    ctx = Context.create(cfg, workspace=workspace)
+    ensure_sample_data(ctx, cfg)
+    cand = train_model(ctx, cfg, prepare_snapshot(cfg, ctx.workspace, engine="local").snapshot)
+    promote(ctx, cfg, cand.version)
     return workspace.root
 
 
 @pytest.fixture
 def head(trained_home):
-    env = dict(os.environ, RAY_AUTH_MODE="disabled", MLOPS_RAY_HOME=str(trained_home),
-               PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-               RAY_SERVE_REPLICA_AUTOSCALING_METRIC_PUSH_INTERVAL_S="1",
-               RAY_SERVE_HANDLE_AUTOSCALING_METRIC_PUSH_INTERVAL_S="1")
+    env = dict(
+        os.environ,
+        RAY_AUTH_MODE="disabled",
+        MLOPS_RAY_HOME=str(trained_home),
+        PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        RAY_SERVE_REPLICA_AUTOSCALING_METRIC_PUSH_INTERVAL_S="1",
+        RAY_SERVE_HANDLE_AUTOSCALING_METRIC_PUSH_INTERVAL_S="1",
+        **serve_port_env(),
+    )
     env.pop("RAY_ADDRESS", None)
-    subprocess.run([str(BIN / "ray"), "start", "--head", "--port=6392", "--num-cpus=2", "--dashboard-port=8272",
-                    "--dashboard-host=127.0.0.1", "--disable-usage-stats"], cwd=ROOT, env=env, check=True,
-                   capture_output=True, timeout=120)
-    env["RAY_DASHBOARD_ADDRESS"] = "http://127.0.0.1:8272"  # serve deploy/shutdown/status
-    env["RAY_ADDRESS"] = "127.0.0.1:6392"
+    ports = head_ports()  # never fixed ones: another cluster on this host may hold them
+    subprocess.run(
+        [
+            str(BIN / "ray"),
+            "start",
+            "--head",
+            *head_args(ports),
+            "--num-cpus=2",
+            "--dashboard-host=127.0.0.1",
+            "--disable-usage-stats",
+        ],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    env["RAY_DASHBOARD_ADDRESS"] = f"http://127.0.0.1:{ports['dashboard-port']}"  # serve deploy/shutdown/status
+    env["RAY_ADDRESS"] = f"127.0.0.1:{ports['port']}"
     try:
         yield env
     finally:
         subprocess.run([str(BIN / "serve"), "shutdown", "-y"], cwd=ROOT, env=env, capture_output=True, timeout=120)
-        stop_cluster(6392)
+        stop_cluster(ports["port"])
 
 
-def test_serve_deploy_then_serve_run(head):
+def test_serve_deploy_then_serve_run(head, serve_config):
     env = head
-    r = subprocess.run([str(BIN / "serve"), "deploy", "serve_configs/quickstart.yaml"], cwd=ROOT, env=env,
-                       capture_output=True, text=True, timeout=120)
+    config, url = serve_config
+    r = subprocess.run(
+        [str(BIN / "serve"), "deploy", str(config)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
     assert r.returncode == 0, r.stderr[-2000:]
-    assert _healthy()["model_version"] == "1"
-    info = httpx.get(f"{URL}/model").json()
+    assert _healthy(url)["model_version"] == "1"
+    info = httpx.get(f"{url}/model").json()
     assert info["name"] == "quickstart-churn" and info["alias"] == "champion"
     r = subprocess.run([str(BIN / "serve"), "shutdown", "-y"], cwd=ROOT, env=env, capture_output=True, timeout=120)
     assert r.returncode == 0
     # serve run (foreground) against the same cluster; SIGTERM stops it and cleans up
-    proc = subprocess.Popen([str(BIN / "serve"), "run", "serve_configs/quickstart.yaml"],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [str(BIN / "serve"), "run", str(config)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
-        assert _healthy()["status"] == "ok"
-        body = httpx.post(f"{URL}/predict", json={"records": [dict.fromkeys(info["feature_schema"])]}).json()
+        assert _healthy(url)["status"] == "ok"
+        body = httpx.post(f"{url}/predict", json={"records": [dict.fromkeys(info["feature_schema"])]}).json()
         assert body["model"]["version"] == "1" and len(body["predictions"]) == 1
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=120)
 
 
-def test_mlops_ray_serve_runs_in_foreground_until_sigterm(trained_home):
-    env = dict(os.environ, RAY_AUTH_MODE="disabled", MLOPS_RAY_HOME=str(trained_home), MLOPS_RAY_PROGRESS="0")
+def test_mlops_ray_serve_runs_in_foreground_until_sigterm(trained_home, tmp_path):
+    env = dict(
+        os.environ,
+        RAY_AUTH_MODE="disabled",
+        MLOPS_RAY_HOME=str(trained_home),
+        MLOPS_RAY_PROGRESS="0",
+        **serve_port_env(),
+    )
     env.pop("RAY_ADDRESS", None)
-    proc = subprocess.Popen([sys.executable, "-m", "mlops_ray.cli", "serve", "--config", "examples/quickstart.yaml"],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # the example config on a free port instead of its fixed 8000
+    raw = yaml.safe_load((ROOT / "examples" / "quickstart.yaml").read_text())
+    raw["serve"]["port"] = free_port()
+    config = tmp_path / "quickstart.yaml"
+    config.write_text(yaml.safe_dump(raw, sort_keys=False))
+    url = f"http://{raw['serve']['host']}:{raw['serve']['port']}"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlops_ray.cli", "serve", "--config", str(config)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
-        assert _healthy(180)["model_version"] == "1"
+        assert _healthy(url, 180)["model_version"] == "1"
     finally:
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=180)
     assert proc.returncode == 0, out[-3000:]
-    assert "serving quickstart-churn@champion at http://127.0.0.1:8000" in out and "shutting down" in out
+    assert f"serving quickstart-churn@champion at {url}" in out and "shutting down" in out
     with pytest.raises(httpx.HTTPError):
-        httpx.get(f"{URL}/health", timeout=2)
+        httpx.get(f"{url}/health", timeout=2)

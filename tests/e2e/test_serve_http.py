@@ -6,32 +6,25 @@ One trained+promoted model per module; bounded load only against 127.0.0.1.
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 
 import httpx
-import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+from _cluster import free_port
 
 from mlops_ray.config import config_from_dict
 from mlops_ray.data.generate import FEATURE_SPEC, generate_dataset
 from mlops_ray.data.prepare import prepare_snapshot
+from mlops_ray.data.splits import load_split
 from mlops_ray.registry import promotion
-from mlops_ray.train.features import load_split
 from mlops_ray.train.run import train_model
 from mlops_ray.workspace import get_workspace
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 FEATURES = FEATURE_SPEC["numeric"] + FEATURE_SPEC["categorical"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -56,21 +49,40 @@ def service(ray_session, module_home, tmp_path_factory):
     os.environ["MLOPS_RAY_HOME"] = str(module_home)
     src = tmp_path_factory.mktemp("serve-src")
     generate_dataset(src, 4000, shards=2, seed=3)
-    cfg = config_from_dict({
-        "data": {"name": "serve", "source": str(src), "id_column": "customer_id", "label_column": "label",
-                 "timestamp_column": "event_time", "numeric_features": FEATURE_SPEC["numeric"],
-                 "categorical_features": FEATURE_SPEC["categorical"]},
-        "model": {"num_boost_round": 40, "params": {"max_depth": 3}},
-        "registry": {"model_name": "serve-model"},
-        "serve": {"port": _free_port(), "poll_interval_s": 1.0, "max_body_bytes": 200_000, "min_replicas": 1,
-                  "max_replicas": 3, "target_ongoing_requests": 2, "upscale_delay_s": 1.0,
-                  "downscale_delay_s": 3.0, "num_cpus_per_replica": 0.25},
-    })
-    snap = prepare_snapshot(cfg, engine="local").snapshot
-    train_model(cfg, snapshot_ref=snap.id)
-    promotion.promote(cfg)
-    url = start_service(cfg)
-    yield {"url": url, "cfg": cfg, "snap": snap}
+    cfg = config_from_dict(
+        {
+            "data": {
+                "name": "serve",
+                "source": str(src),
+                "id_column": "customer_id",
+                "label_column": "label",
+                "timestamp_column": "event_time",
+                "numeric_features": FEATURE_SPEC["numeric"],
+                "categorical_features": FEATURE_SPEC["categorical"],
+            },
+            "model": {"num_boost_round": 40, "params": {"max_depth": 3}},
+            "registry": {"model_name": "serve-model"},
+            "serve": {
+                "port": free_port(),
+                "poll_interval_s": 1.0,
+                "max_body_bytes": 200_000,
+                "min_replicas": 1,
+                "max_replicas": 3,
+                "target_ongoing_requests": 2,
+                "upscale_delay_s": 1.0,
+                "downscale_delay_s": 3.0,
+                "num_cpus_per_replica": 0.25,
+            },
+        }
+    )
+    from mlops_ray.context import Context
+
+    ctx = Context.create(cfg, workspace=module_home)
+    snap = prepare_snapshot(cfg, ctx.workspace, engine="local").snapshot
+    v1 = train_model(ctx, cfg, snap)
+    promotion.promote(ctx, cfg, v1.version)
+    url = start_service(ctx, cfg)
+    yield {"url": url, "cfg": cfg, "snap": snap, "ctx": ctx}
     stop_service()
     if old is None:
         os.environ.pop("MLOPS_RAY_HOME", None)
@@ -92,10 +104,14 @@ def test_predict_matches_the_registered_pyfunc(service):
     r = httpx.post(f"{service['url']}/predict", json={"records": _records(df)}, timeout=30)
     assert r.status_code == 200, r.text
     body = r.json()
-    expected = mlflow.pyfunc.load_model("models:/serve-model@champion").predict(df)
+    from mlops_ray.registry import tracking
+
+    ctx = service["ctx"]
+    served = tracking.alias_version(ctx.client, "serve-model", "champion").version
+    expected = tracking.load_pyfunc(ctx.tracking_uri, f"models:/serve-model/{served}").predict(df)
     np.testing.assert_allclose(body["probabilities"], expected["probability"], rtol=1e-6)
     assert body["predictions"] == expected["prediction"].tolist()
-    assert body["model"]["name"] == "serve-model" and body["model"]["version"] == "1" and body["request_id"]
+    assert body["model"]["name"] == "serve-model" and body["model"]["version"] == str(served) and body["request_id"]
 
 
 def test_invocations_accepts_every_mlflow_format(service):
@@ -133,12 +149,18 @@ def test_bad_payloads_get_clear_4xx_and_service_stays_up(service):
         (json.dumps({"rows": [good]}), 422, ["body", "records"]),
         (json.dumps({"records": [good], "extra": 1}), 422, ["body", "extra"]),
         (json.dumps({"records": [dict(good, age="old")]}), 422, ["records", 0, "age"]),
-        (json.dumps({"records": [good, {k: v for k, v in good.items() if k != "income"}]}), 422,
-         ["records", 1, "income"]),
+        (
+            json.dumps({"records": [good, {k: v for k, v in good.items() if k != "income"}]}),
+            422,
+            ["records", 1, "income"],
+        ),
         (json.dumps({"records": [dict(good, shoe_size=42)]}), 422, ["records", 0, "shoe_size"]),
         (json.dumps({"records": [dict(good, region=7)]}), 422, ["records", 0, "region"]),
-        ('{"records": [' + json.dumps(good).replace('"utilization": ', '"utilization": NaN, "x": ') + "]}", 422,
-         ["records", 0, "utilization"]),
+        (
+            '{"records": [' + json.dumps(good).replace('"utilization": ', '"utilization": NaN, "x": ') + "]}",
+            422,
+            ["records", 0, "utilization"],
+        ),
         (json.dumps({"records": ["not an object"]}), 422, ["records", 0]),
         (json.dumps({"records": [good] * 5000}), 413, None),
         (json.dumps([1, 2]), 422, ["body", "records"]),
@@ -174,7 +196,8 @@ def test_concurrent_requests_are_batched_and_answered(service):
 
 
 def test_promotion_switches_versions_with_zero_failed_requests(service, workspace):
-    url, cfg, snap = service["url"], service["cfg"], service["snap"]
+    url, cfg, snap, ctx = service["url"], service["cfg"], service["snap"], service["ctx"]
+    before = httpx.get(f"{url}/health", timeout=10).json()["model_version"]
     rec = _records(_rows(snap, 1))
     stop = threading.Event()
     seen, failures = [], []
@@ -196,10 +219,11 @@ def test_promotion_switches_versions_with_zero_failed_requests(service, workspac
     t = threading.Thread(target=traffic)
     t.start()
     try:
-        cfg2 = config_from_dict(dict(cfg.model_dump(mode="json"), model={"num_boost_round": 60,
-                                                                         "params": {"max_depth": 4}}))
-        v2 = train_model(cfg2, snapshot_ref=snap.id)
-        promotion.promote(cfg2, force=True)
+        cfg2 = config_from_dict(
+            dict(cfg.model_dump(mode="json"), model={"num_boost_round": 60, "params": {"max_depth": 4}})
+        )
+        v2 = train_model(ctx, cfg2, snap)
+        promotion.promote(ctx, cfg2, v2.version, force=True)
         deadline = time.time() + 60
         while time.time() < deadline and (not seen or seen[-1] != v2.version):
             time.sleep(0.2)
@@ -208,7 +232,7 @@ def test_promotion_switches_versions_with_zero_failed_requests(service, workspac
         stop.set()
         t.join(30)
     assert failures == []
-    assert seen[0] == "1" and seen[-1] == v2.version
+    assert seen[0] == before and seen[-1] == v2.version != before
     switch = seen.index(v2.version)
     assert all(v == v2.version for v in seen[switch:])  # one replica: no flapping back
 
@@ -255,10 +279,10 @@ def test_autoscaling_scales_up_under_load_and_back_down(service):
 
 
 def test_batch_predict_equals_http(service, tmp_path):
-    from mlops_ray.serve.batch import predict_files
+    from mlops_ray.batch.predict import predict_files
 
     snap, cfg = service["snap"], service["cfg"]
-    manifest = predict_files(cfg, str(snap.split_dir("test")), str(tmp_path / "out"))
+    manifest = predict_files(service["ctx"], cfg, str(snap.split_dir("test")), str(tmp_path / "out"))
     out = pd.read_parquet(tmp_path / "out").set_index("customer_id")
     raw = pd.concat(pd.read_parquet(f) for f in snap.split_files("test")).set_index("customer_id")
     assert manifest["rows"] == len(raw) == len(out)

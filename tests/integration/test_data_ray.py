@@ -28,9 +28,9 @@ def _membership(snap) -> dict[str, str]:
 
 def test_ray_prepare_equals_local_prepare(ray_session, small_config, tmp_path, monkeypatch):
     cfg = small_config(rows=6000, shards=4)
-    ray_res = prepare_snapshot(cfg, engine="ray")
+    ray_res = prepare_snapshot(cfg, get_workspace(), engine="ray")
     monkeypatch.setenv("MLOPS_RAY_HOME", str(tmp_path / "ws-local"))
-    local_res = prepare_snapshot(cfg, engine="local", workspace=get_workspace())
+    local_res = prepare_snapshot(cfg, get_workspace(), engine="local")
     a, b = ray_res.snapshot, local_res.snapshot
     assert a.id == b.id and a.manifest["fingerprint"] == b.manifest["fingerprint"]
     assert a.manifest["rows_per_split"] == b.manifest["rows_per_split"]
@@ -65,25 +65,27 @@ def test_split_membership_independent_of_blocks_and_shards(ray_session, tmp_path
 
 def test_ray_fingerprint_equals_local(ray_session, small_config):
     cfg = small_config(rows=4000, shards=3)
-    assert fingerprint_source(cfg.source(), engine="ray", batch_size=500) == fingerprint_source(cfg.source())
+    assert fingerprint_source(cfg.source(get_workspace().root), engine="ray", batch_size=500) == fingerprint_source(
+        cfg.source(get_workspace().root)
+    )
 
 
 def test_ray_validation_failure_leaves_no_snapshot(ray_session, small_config, tmp_path, workspace):
     cfg = small_config(rows=2000, shards=2)
-    df = pd.read_parquet(cfg.source())
+    df = pd.read_parquet(cfg.source(get_workspace().root))
     df.loc[100, "label"] = 5
     (tmp_path / "bad").mkdir()
     df.to_parquet(tmp_path / "bad" / "x.parquet")
     bad = config_from_dict({"data": dict(cfg.data.model_dump(mode="json"), source=str(tmp_path / "bad"))})
     with pytest.raises(DataValidationError, match="binary labels must be 0 or 1"):
-        prepare_snapshot(bad, engine="ray")
+        prepare_snapshot(bad, get_workspace(), engine="ray")
     assert not [p for p in workspace.datasets.rglob("*") if p.is_file()]
 
 
 def test_transform_dataset_feeds_features(ray_session, small_config):
     from mlops_ray.data.ray_io import transform_dataset
 
-    snap = prepare_snapshot(small_config(rows=3000), engine="ray").snapshot
+    snap = prepare_snapshot(small_config(rows=3000), get_workspace(), engine="ray").snapshot
     pre = snap.preprocessor()
     ds = transform_dataset(snap, "valid", pre)
     df = ds.to_pandas()
@@ -91,4 +93,6 @@ def test_transform_dataset_feeds_features(ray_session, small_config):
     assert set(pre.feature_names) <= set(df.columns)
     raw = pd.concat(pd.read_parquet(f) for f in snap.split_files("valid")).set_index("customer_id")
     df = df.set_index("customer_id").loc[raw.index]
-    np.testing.assert_allclose(df[pre.feature_names].to_numpy(dtype=np.float32), pre.transform(raw.reset_index()), rtol=1e-6)
+    np.testing.assert_allclose(
+        df[pre.feature_names].to_numpy(dtype=np.float32), pre.transform(raw.reset_index()), rtol=1e-6
+    )

@@ -18,7 +18,8 @@ def _run(*args):
 
 def test_every_command_has_help():
     for cmd in (["--help"], ["data", "--help"], ["quickstart", "--help"]) + tuple(
-            ["data", c, "--help"] for c in ("generate", "split", "fingerprint", "prepare", "list", "show")):
+        ["data", c, "--help"] for c in ("generate", "split", "fingerprint", "prepare", "list", "show")
+    ):
         r = _run(*cmd)
         assert r.exit_code == 0 and "Usage" in r.output
 
@@ -30,8 +31,21 @@ def test_generate_fingerprint_split(tmp_path):
     assert len(list(out.glob("*.parquet"))) == 3
     r = _run("data", "fingerprint", str(out), "--json")
     assert json.loads(r.output) == {"fingerprint": fingerprint_table(pq.read_table(out)), "rows": 2000}
-    r = _run("data", "split", str(out), "--id-column", "customer_id", "--fractions", "train=0.7,test=0.3",
-             "--salt", "s", "--out", str(tmp_path / "sp"), "--engine", "local")
+    r = _run(
+        "data",
+        "split",
+        str(out),
+        "--id-column",
+        "customer_id",
+        "--fractions",
+        "train=0.7,test=0.3",
+        "--salt",
+        "s",
+        "--out",
+        str(tmp_path / "sp"),
+        "--engine",
+        "local",
+    )
     assert r.exit_code == 0, r.output
     n_train = pq.read_table(tmp_path / "sp" / "train").num_rows
     n_test = pq.read_table(tmp_path / "sp" / "test").num_rows
@@ -40,10 +54,14 @@ def test_generate_fingerprint_split(tmp_path):
 
 def test_bad_inputs_exit_2_with_message_not_traceback(tmp_path):
     cases = [
-        (["data", "split", str(tmp_path), "--id-column", "x", "--fractions", "train=0.8,test=0.1", "--out", "o"],
-         "sum to 1"),
-        (["data", "split", str(tmp_path), "--id-column", "x", "--fractions", "train=abc", "--out", "o"],
-         "is not a number"),
+        (
+            ["data", "split", str(tmp_path), "--id-column", "x", "--fractions", "train=0.8,test=0.1", "--out", "o"],
+            "sum to 1",
+        ),
+        (
+            ["data", "split", str(tmp_path), "--id-column", "x", "--fractions", "train=abc", "--out", "o"],
+            "is not a number",
+        ),
         (["data", "fingerprint", str(tmp_path / "missing")], "does not exist"),
         (["data", "prepare", "--config", str(tmp_path / "nope.yaml")], "config file not found"),
         (["data", "show", "abcdef"], "no snapshot matches"),
@@ -57,15 +75,34 @@ def test_bad_inputs_exit_2_with_message_not_traceback(tmp_path):
 
 def test_split_with_missing_id_column_is_clear(tmp_path):
     _run("data", "generate", "--rows", "100", "--out", str(tmp_path / "raw"), "--shards", "1")
-    r = CliRunner().invoke(main, ["data", "split", str(tmp_path / "raw"), "--id-column", "nope", "--out",
-                                  str(tmp_path / "o"), "--engine", "local"])
+    r = CliRunner().invoke(
+        main,
+        [
+            "data",
+            "split",
+            str(tmp_path / "raw"),
+            "--id-column",
+            "nope",
+            "--out",
+            str(tmp_path / "o"),
+            "--engine",
+            "local",
+        ],
+    )
     assert r.exit_code == 2 and "id column 'nope' not found" in r.output
 
 
 def test_prepare_list_show(tmp_path, workspace):
     _run("data", "generate", "--rows", "1500", "--out", str(tmp_path / "raw"), "--shards", "2")
-    cfg = {"data": {"name": "clitest", "source": str(tmp_path / "raw"), "id_column": "customer_id",
-                    "label_column": "label", "timestamp_column": "event_time"}}
+    cfg = {
+        "data": {
+            "name": "clitest",
+            "source": str(tmp_path / "raw"),
+            "id_column": "customer_id",
+            "label_column": "label",
+            "timestamp_column": "event_time",
+        }
+    }
     p = tmp_path / "c.yaml"
     p.write_text(yaml.safe_dump(cfg))
     r = _run("data", "prepare", "--config", str(p), "--engine", "local")

@@ -28,8 +28,9 @@ def _with(path: str, value):
 def test_quickstart_example_loads_and_matches_packaged_copy():
     cfg = load_config(ROOT / "examples" / "quickstart.yaml")
     assert cfg.data.split.fractions == {"train": 0.8, "valid": 0.1, "test": 0.1}
-    assert filecmp.cmp(ROOT / "examples" / "quickstart.yaml", ROOT / "mlops_ray" / "resources" / "quickstart.yaml",
-                       shallow=False)
+    assert filecmp.cmp(
+        ROOT / "examples" / "quickstart.yaml", ROOT / "mlops_ray" / "resources" / "quickstart.yaml", shallow=False
+    )
 
 
 def test_minimal_config_gets_defaults():

@@ -16,14 +16,16 @@ def _table(seed: int, n: int = 500) -> pa.Table:
     f = rng.normal(size=n)
     f[::17] = np.nan
     cat = rng.choice(["a", "b", "c", None], size=n)
-    return pa.table({
-        "id": pa.array([f"id{i}" for i in range(n)]),
-        "x": pa.array(f, from_pandas=False),
-        "k": pa.array(rng.integers(-5, 5, n), pa.int64()),
-        "cat": pa.array(cat.tolist(), pa.string()),
-        "ts": pa.array(rng.integers(0, 10**15, n), pa.timestamp("us", tz="UTC")),
-        "flag": pa.array(rng.random(n) < 0.5),
-    })
+    return pa.table(
+        {
+            "id": pa.array([f"id{i}" for i in range(n)]),
+            "x": pa.array(f, from_pandas=False),
+            "k": pa.array(rng.integers(-5, 5, n), pa.int64()),
+            "cat": pa.array(cat.tolist(), pa.string()),
+            "ts": pa.array(rng.integers(0, 10**15, n), pa.timestamp("us", tz="UTC")),
+            "flag": pa.array(rng.random(n) < 0.5),
+        }
+    )
 
 
 def test_row_order_does_not_matter(seed):
@@ -87,10 +89,20 @@ def test_duplicate_rows_count():
 
 
 def test_physical_types_normalised():
-    a = pa.table({"i": pa.array([1, 2], pa.int32()), "s": pa.array(["a", "b"], pa.large_string()),
-                  "f": pa.array([0.0, 1.5], pa.float32())})
-    b = pa.table({"i": pa.array([1, 2], pa.int64()), "s": pa.array(["a", "b"]).dictionary_encode(),
-                  "f": pa.array([-0.0, 1.5], pa.float64())})
+    a = pa.table(
+        {
+            "i": pa.array([1, 2], pa.int32()),
+            "s": pa.array(["a", "b"], pa.large_string()),
+            "f": pa.array([0.0, 1.5], pa.float32()),
+        }
+    )
+    b = pa.table(
+        {
+            "i": pa.array([1, 2], pa.int64()),
+            "s": pa.array(["a", "b"]).dictionary_encode(),
+            "f": pa.array([-0.0, 1.5], pa.float64()),
+        }
+    )
     assert fingerprint_table(a) == fingerprint_table(b)
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from mlops_ray.errors import ConfigError
 from mlops_ray.data.snapshot import SplitSpec
+from mlops_ray.errors import ConfigError
 from mlops_ray.registry.gate import GateRule, decide_promotion, leakage_problem
 from mlops_ray.registry.promotion import deploy_stack
 from mlops_ray.train.execution import choose_execution
@@ -27,7 +27,7 @@ def test_no_champion_promotes():
         (0.85, 0.85, GateRule("auc"), True),  # tie with no margin: newer model
         (0.40, 0.42, GateRule("logloss", "minimize"), True),
         (0.44, 0.42, GateRule("logloss", "minimize"), False),
-        (0.88, 0.80, GateRule("auc", min_improvement_rel=0.05), True),   # needs +0.04
+        (0.88, 0.80, GateRule("auc", min_improvement_rel=0.05), True),  # needs +0.04
         (0.83, 0.80, GateRule("auc", min_improvement_rel=0.05), False),
         (0.83, 0.80, GateRule("auc", min_improvement_abs=0.01, min_improvement_rel=0.05), False),  # both must hold
     ],
@@ -60,8 +60,13 @@ def test_leakage_rules():
 
 def test_deploy_stack_replays_promotions_and_rollbacks_of_one_alias():
     ev = lambda a, to, act: {"alias": a, "to_version": to, "action": act}  # noqa: E731
-    events = [ev("challenger", "1", "register"), ev("champion", "1", "promote"), ev("champion", "2", "promote"),
-              ev("champion", "3", "promote"), ev("champion", "2", "rollback")]
+    events = [
+        ev("challenger", "1", "register"),
+        ev("champion", "1", "promote"),
+        ev("champion", "2", "promote"),
+        ev("champion", "3", "promote"),
+        ev("champion", "2", "rollback"),
+    ]
     assert deploy_stack(events, "champion") == ["1", "2"]
     assert deploy_stack(events + [ev("champion", "1", "rollback")], "champion") == ["1"]
     # another deploy alias has its own history
@@ -92,8 +97,16 @@ def test_execution_policy():
 
 
 def test_search_space_accepts_all_kinds():
-    parsed = parse_search_space({"a": {"uniform": [0, 1]}, "b": {"loguniform": [0.01, 0.3]}, "c": {"randint": [3, 9]},
-                                 "d": {"quniform": [1, 10, 1]}, "e": {"choice": ["x", "y"]}, "f": {"grid": [1, 2]}})
+    parsed = parse_search_space(
+        {
+            "a": {"uniform": [0, 1]},
+            "b": {"loguniform": [0.01, 0.3]},
+            "c": {"randint": [3, 9]},
+            "d": {"quniform": [1, 10, 1]},
+            "e": {"choice": ["x", "y"]},
+            "f": {"grid": [1, 2]},
+        }
+    )
     assert parsed["c"] == ("randint", [3, 9])
 
 

@@ -98,9 +98,7 @@ def test_drift_zero_is_the_default(tmp_path, base):
 def test_chunk_rows_does_not_change_bytes(tmp_path):
     rows = 300_000  # > 2 row groups, several blocks; chunks straddle both
     calls: list[int] = []
-    small = generate_dataset(
-        tmp_path / "small", rows, shards=1, seed=3, chunk_rows=77_777, progress=calls.append
-    )
+    small = generate_dataset(tmp_path / "small", rows, shards=1, seed=3, chunk_rows=77_777, progress=calls.append)
     big = generate_dataset(tmp_path / "big", rows, shards=1, seed=3, chunk_rows=rows)
     assert _bytes(small) == _bytes(big)
     assert calls == [77_777, 77_777, 77_777, rows - 3 * 77_777]
@@ -112,9 +110,7 @@ def test_chunk_rows_does_not_change_bytes(tmp_path):
 def test_shards_only_partition_the_same_rows(tmp_path):
     one = _read(generate_dataset(tmp_path / "one", 10_001, shards=1, seed=5))
     calls: list[int] = []
-    five = _read(
-        generate_dataset(tmp_path / "five", 10_001, shards=5, seed=5, chunk_rows=999, progress=calls.append)
-    )
+    five = _read(generate_dataset(tmp_path / "five", 10_001, shards=5, seed=5, chunk_rows=999, progress=calls.append))
     assert one.equals(five)
     assert sum(calls) == 10_001
 

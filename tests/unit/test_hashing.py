@@ -66,7 +66,11 @@ def test_float_or_null_ids_are_rejected(bad):
 
 def test_boundaries_follow_cumulative_rounding():
     assert split_boundaries(FR) == [("train", 0, 8000), ("valid", 8000, 9000), ("test", 9000, 10000)]
-    assert split_boundaries({"a": 1 / 3, "b": 1 / 3, "c": 1 / 3}) == [("a", 0, 3333), ("b", 3333, 6667), ("c", 6667, 10000)]
+    assert split_boundaries({"a": 1 / 3, "b": 1 / 3, "c": 1 / 3}) == [
+        ("a", 0, 3333),
+        ("b", 3333, 6667),
+        ("c", 6667, 10000),
+    ]
     assert split_boundaries({"all": 1.0}) == [("all", 0, 10000)]
 
 
@@ -135,7 +139,9 @@ def test_split_is_identical_across_processes_with_different_hashseed():
     outs = set()
     for hs in ("0", "1", "random"):
         env = dict(os.environ, PYTHONHASHSEED=hs)
-        outs.add(subprocess.run([sys.executable, "-c", _CHILD], env=env, capture_output=True, text=True, check=True).stdout)
+        outs.add(
+            subprocess.run([sys.executable, "-c", _CHILD], env=env, capture_output=True, text=True, check=True).stdout
+        )
     assert len(outs) == 1
 
 

@@ -65,12 +65,15 @@ def test_slice_metrics_by_category():
     assert out["c"]["a"]["auc"] == 1.0 and out["c"]["b"]["auc"] == 0.5 and out["c"]["__missing__"]["rows"] == 50
 
 
-@pytest.mark.parametrize("path,msg", [
-    ("sklearn.ensemble.NoSuchModel", "has no class 'NoSuchModel'"),
-    ("nosuchpkg.Model", "cannot import module 'nosuchpkg'"),
-    ("justaname", "expected a class path"),
-    ("collections.OrderedDict", "is not an estimator"),
-])
+@pytest.mark.parametrize(
+    "path,msg",
+    [
+        ("sklearn.ensemble.NoSuchModel", "has no class 'NoSuchModel'"),
+        ("nosuchpkg.Model", "cannot import module 'nosuchpkg'"),
+        ("justaname", "expected a class path"),
+        ("collections.OrderedDict", "is not an estimator"),
+    ],
+)
 def test_unknown_estimators_are_clear(path, msg):
     with pytest.raises(ConfigError, match=msg):
         import_estimator(path)

@@ -11,12 +11,12 @@ import pyarrow.parquet as pq
 import pytest
 import xxhash
 
-from mlops_ray.workspace import get_workspace
 from mlops_ray.config import config_from_dict
 from mlops_ray.data.fingerprint import fingerprint_table
 from mlops_ray.data.prepare import prepare_snapshot
 from mlops_ray.data.snapshot import SnapshotStore
 from mlops_ray.errors import DataValidationError, SnapshotNotFoundError
+from mlops_ray.workspace import get_workspace
 
 
 def _independent_split(ids, salt):
@@ -50,7 +50,9 @@ def test_snapshot_contents(small_config, workspace):
     assert m["spec"]["salt"] == "v1" and m["spec"]["fractions"] == [["train", 0.8], ["valid", 0.1], ["test", 0.1]]
     ref = snap.reference_stats()
     assert set(ref["numeric"]) == set(cfg.data.numeric_features)
-    assert ref["numeric"]["income"]["edges"][0] == float("-inf") and ref["numeric"]["income"]["edges"][-1] == float("inf")
+    assert ref["numeric"]["income"]["edges"][0] == float("-inf") and ref["numeric"]["income"]["edges"][-1] == float(
+        "inf"
+    )
     assert ref["numeric"]["income"]["proportions"][-1] > 0  # income has missing values
     assert "__other__" not in ref["categorical"]["region"]["categories"]
     pre = snap.preprocessor()
@@ -101,7 +103,11 @@ def test_changed_cell_gives_new_snapshot(small_config, tmp_path):
     d = tmp_path / "changed"
     d.mkdir()
     df.to_parquet(d / "x.parquet")
-    b = prepare_snapshot(config_from_dict({"data": dict(cfg.data.model_dump(mode="json"), source=str(d))}), get_workspace(), engine="local")
+    b = prepare_snapshot(
+        config_from_dict({"data": dict(cfg.data.model_dump(mode="json"), source=str(d))}),
+        get_workspace(),
+        engine="local",
+    )
     assert b.snapshot.id != a.snapshot.id and b.snapshot.manifest["fingerprint"] != a.snapshot.manifest["fingerprint"]
 
 
@@ -123,7 +129,10 @@ def _write_bad(tmp_path, mutate):
         (lambda df: df.drop(columns=["income"]), "column 'income' (feature) is missing"),
         (lambda df: df.drop(columns=["label"]), "column 'label' (label_column) is missing"),
         (lambda df: df.assign(customer_id=df["customer_id"].where(df.index != 5, None)), "null ids"),
-        (lambda df: df.assign(customer_id=df["customer_id"].where(df.index != 7, df["customer_id"][3])), "duplicated id"),
+        (
+            lambda df: df.assign(customer_id=df["customer_id"].where(df.index != 7, df["customer_id"][3])),
+            "duplicated id",
+        ),
         (lambda df: df.assign(label=df["label"].where(df.index != 9, 2)), "binary labels must be 0 or 1"),
         (lambda df: df.assign(age=df["age"].astype(str).where(df.index != 11, "forty")), "not castable to float64"),
         (lambda df: df.assign(age=df["age"].where(df.index != 13, np.inf)), "infinite values"),
@@ -151,8 +160,10 @@ def test_bad_value_error_shows_example_rows(small_config, tmp_path):
 def test_csv_source_with_leading_zero_ids(tmp_path, workspace):
     d = tmp_path / "csv"
     d.mkdir()
-    (d / "a.csv").write_text("id,x,cat,y\n007,1.5,a,1\n7,2.5,b,0\n0042,,a,1\n" + "".join(
-        f"r{i},{i % 7},{'ab'[i % 2]},{i % 2}\n" for i in range(200)))
+    (d / "a.csv").write_text(
+        "id,x,cat,y\n007,1.5,a,1\n7,2.5,b,0\n0042,,a,1\n"
+        + "".join(f"r{i},{i % 7},{'ab'[i % 2]},{i % 2}\n" for i in range(200))
+    )
     cfg = config_from_dict({"data": {"name": "csv", "source": str(d), "id_column": "id", "label_column": "y"}})
     snap = prepare_snapshot(cfg, get_workspace(), engine="local").snapshot
     assert snap.manifest["rows"] == 203 and snap.manifest["source"]["format"] == "csv"
@@ -171,4 +182,6 @@ def test_store_find_and_errors(small_config):
         store.find("ffffffff")
     snap.record_usage(run_id="r1", model_version=3)
     assert snap.usage()[0]["run_id"] == "r1"
-    json.dumps(snap.manifest)
+    # usage is logged beside the snapshot, never into it: the manifest on disk is still the one
+    # the snapshot was published with (and plain JSON)
+    assert json.loads((snap.path / "manifest.json").read_text()) == json.loads(json.dumps(snap.manifest))

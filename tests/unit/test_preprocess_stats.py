@@ -10,9 +10,9 @@ import pyarrow as pa
 import pytest
 
 from mlops_ray.config import CategoricalPreprocessing, NumericPreprocessing
+from mlops_ray.data.bins import categorical_bin_counts, numeric_bin_counts
 from mlops_ray.data.preprocess import Preprocessor
 from mlops_ray.data.stats import TrainStats, batch_stats, quantile_edges, reference_statistics
-from mlops_ray.data.bins import categorical_bin_counts, numeric_bin_counts
 
 
 def _train_table(seed: int, n: int = 4000) -> pa.Table:
@@ -27,8 +27,10 @@ def _train_table(seed: int, n: int = 4000) -> pa.Table:
 
 def _stats(t: pa.Table, n_batches: int = 3, k: int = 200_000) -> TrainStats:
     keys = np.random.default_rng(99).integers(0, 2**63, t.num_rows).astype(np.uint64)
-    parts = [batch_stats(t.slice(a[0], len(a)), keys[a[0]:a[0] + len(a)], ("x", "z"), ("c",), "y", k)
-             for a in np.array_split(np.arange(t.num_rows), n_batches)]
+    parts = [
+        batch_stats(t.slice(a[0], len(a)), keys[a[0] : a[0] + len(a)], ("x", "z"), ("c",), "y", k)
+        for a in np.array_split(np.arange(t.num_rows), n_batches)
+    ]
     total = parts[0]
     for p in parts[1:]:
         total = total.merge(p)
@@ -81,8 +83,9 @@ def test_bin_counts_conventions():
 
 
 def _fit(t, **num):
-    return Preprocessor.fit(_stats(t), ("c",), NumericPreprocessing(**num),
-                            CategoricalPreprocessing(max_categories=3, min_frequency=2))
+    return Preprocessor.fit(
+        _stats(t), ("c",), NumericPreprocessing(**num), CategoricalPreprocessing(max_categories=3, min_frequency=2)
+    )
 
 
 def test_transform_matches_an_independent_pandas_computation(seed):
@@ -125,8 +128,9 @@ def test_round_trip_through_json_is_exact(tmp_path, seed):
 
 def test_ordinal_encoding_codes():
     t = _train_table(1)
-    pre = Preprocessor.fit(_stats(t), ("c",), NumericPreprocessing(),
-                           CategoricalPreprocessing(encoding="ordinal", max_categories=2))
+    pre = Preprocessor.fit(
+        _stats(t), ("c",), NumericPreprocessing(), CategoricalPreprocessing(encoding="ordinal", max_categories=2)
+    )
     out = pre.transform(pd.DataFrame({"x": [1.0] * 4, "z": [1.0] * 4, "c": ["a", "b", "zzz", None]}))
     assert out[:3, -1].tolist() == [0.0, 1.0, 2.0] and np.isnan(out[3, -1])
 

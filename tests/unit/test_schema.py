@@ -113,8 +113,9 @@ def test_schema_without_passthrough_rejects_id_column():
 
 
 # --------------------------------------------------------------------------- records_to_table: request-level
-@pytest.mark.parametrize("records", [None, {"age": 1}, "abc", 3, ({"age": 1},)],
-                         ids=["null", "object", "string", "number", "tuple"])
+@pytest.mark.parametrize(
+    "records", [None, {"age": 1}, "abc", 3, ({"age": 1},)], ids=["null", "object", "string", "number", "tuple"]
+)
 def test_records_not_a_list(records):
     assert _errors(records) == [{"loc": ["records"], "msg": "expected a list of objects"}]
 
@@ -135,8 +136,10 @@ def test_no_limit_on_record_count():
 
 
 # --------------------------------------------------------------------------- records_to_table: per-record
-@pytest.mark.parametrize(("rec", "type_name"), [([1, 2], "list"), ("x", "str"), (3, "int"), (None, "NoneType"),
-                                                (True, "bool"), (1.5, "float")])
+@pytest.mark.parametrize(
+    ("rec", "type_name"),
+    [([1, 2], "list"), ("x", "str"), (3, "int"), (None, "NoneType"), (True, "bool"), (1.5, "float")],
+)
 def test_record_not_an_object(rec, type_name):
     assert _errors([GOOD, rec]) == [{"loc": ["records", 1], "msg": f"expected an object, got {type_name}"}]
 
@@ -144,7 +147,8 @@ def test_record_not_an_object(rec, type_name):
 @pytest.mark.parametrize("field", ["age", "income", "city"])
 def test_missing_feature_is_required(field):
     assert _errors([_rec(**{field: ...})]) == [
-        {"loc": ["records", 0, field], "msg": "field required (send null for a missing value)"}]
+        {"loc": ["records", 0, field], "msg": "field required (send null for a missing value)"}
+    ]
 
 
 @pytest.mark.parametrize("key", ["AGE", "unknown", "", "city "])
@@ -152,36 +156,43 @@ def test_unknown_field(key):
     assert _errors([_rec(**{key: 1})]) == [{"loc": ["records", 0, key], "msg": "unknown field (not a model feature)"}]
 
 
-@pytest.mark.parametrize(("value", "msg"), [
-    ("abc", "expected a number or null, got 'abc'"),
-    ("12", "expected a number or null, got '12'"),  # numeric strings are not coerced
-    ("", "expected a number or null, got ''"),
-    (True, "expected a number or null, got True"),
-    (False, "expected a number or null, got False"),
-    ([1], "expected a number or null, got [1]"),
-    ({"v": 1}, "expected a number or null, got {'v': 1}"),
-    (float("nan"), "must be a finite number (use null for a missing value)"),
-    (float("inf"), "must be a finite number (use null for a missing value)"),
-    (float("-inf"), "must be a finite number (use null for a missing value)"),
-])
+@pytest.mark.parametrize(
+    ("value", "msg"),
+    [
+        ("abc", "expected a number or null, got 'abc'"),
+        ("12", "expected a number or null, got '12'"),  # numeric strings are not coerced
+        ("", "expected a number or null, got ''"),
+        (True, "expected a number or null, got True"),
+        (False, "expected a number or null, got False"),
+        ([1], "expected a number or null, got [1]"),
+        ({"v": 1}, "expected a number or null, got {'v': 1}"),
+        (float("nan"), "must be a finite number (use null for a missing value)"),
+        (float("inf"), "must be a finite number (use null for a missing value)"),
+        (float("-inf"), "must be a finite number (use null for a missing value)"),
+    ],
+)
 def test_wrong_type_for_numeric_feature(value, msg):
     assert _errors([GOOD, _rec(income=value)]) == [{"loc": ["records", 1, "income"], "msg": msg}]
 
 
-@pytest.mark.parametrize(("value", "msg"), [
-    (1, "expected a string or null, got 1"),
-    (1.5, "expected a string or null, got 1.5"),
-    (True, "expected a string or null, got True"),
-    (["a"], "expected a string or null, got ['a']"),
-    ({"a": 1}, "expected a string or null, got {'a': 1}"),
-    (float("nan"), "expected a string or null, got nan"),
-])
+@pytest.mark.parametrize(
+    ("value", "msg"),
+    [
+        (1, "expected a string or null, got 1"),
+        (1.5, "expected a string or null, got 1.5"),
+        (True, "expected a string or null, got True"),
+        (["a"], "expected a string or null, got ['a']"),
+        ({"a": 1}, "expected a string or null, got {'a': 1}"),
+        (float("nan"), "expected a string or null, got nan"),
+    ],
+)
 def test_wrong_type_for_categorical_feature(value, msg):
     assert _errors([_rec(city=value)]) == [{"loc": ["records", 0, "city"], "msg": msg}]
 
 
-@pytest.mark.parametrize(("field", "prefix"), [("age", "expected a number or null, got '"),
-                                               ("city", "expected a string or null, got ")])
+@pytest.mark.parametrize(
+    ("field", "prefix"), [("age", "expected a number or null, got '"), ("city", "expected a string or null, got ")]
+)
 def test_long_bad_values_are_truncated_in_message(field, prefix):
     value = "x" * 1000 if field == "age" else ["x" * 1000]
     (err,) = _errors([_rec(**{field: value})])
@@ -253,9 +264,12 @@ def test_error_list_is_capped_within_a_single_record():
     assert errs[-1] == {"loc": ["records", 0, f"k{MAX_ERRORS - 1:03d}"], "msg": "unknown field (not a model feature)"}
 
 
-@pytest.mark.xfail(strict=True, raises=OverflowError,
-                   reason="bug: a JSON integer too large for float64 (e.g. 1 followed by 400 zeros) passes "
-                          "_check_number and float(v) raises OverflowError (-> HTTP 500, not 422)")
+@pytest.mark.xfail(
+    strict=True,
+    raises=OverflowError,
+    reason="bug: a JSON integer too large for float64 (e.g. 1 followed by 400 zeros) passes "
+    "_check_number and float(v) raises OverflowError (-> HTTP 500, not 422)",
+)
 def test_integer_too_large_for_float_is_a_request_error():
     (err,) = _errors([_rec(income=10**400)])
     assert err["loc"] == ["records", 0, "income"]
@@ -265,8 +279,10 @@ def test_integer_too_large_for_float_is_a_request_error():
 # --------------------------------------------------------------------------- mlflow_payload_to_records: formats
 def test_dataframe_split():
     body = {"dataframe_split": {"columns": ["age", "city"], "data": [[1, "a"], [None, None]]}}
-    assert mlflow_payload_to_records(body) == ([{"age": 1, "city": "a"}, {"age": None, "city": None}],
-                                               "dataframe_split")
+    assert mlflow_payload_to_records(body) == (
+        [{"age": 1, "city": "a"}, {"age": None, "city": None}],
+        "dataframe_split",
+    )
 
 
 def test_dataframe_split_ignores_index_and_allows_empty_data():
@@ -296,17 +312,22 @@ def test_other_top_level_keys_are_ignored():
     assert mlflow_payload_to_records(body) == ([{"age": 1}], "dataframe_records")
 
 
-@pytest.mark.parametrize("body", [
-    {"dataframe_split": {"columns": list(GOOD) + ["id"], "data": [[*GOOD.values(), 9]]}},
-    {"dataframe_records": [_rec(id=9)]},
-    {"instances": [GOOD]},
-    {"inputs": [GOOD]},
-    {"inputs": {k: [v] for k, v in GOOD.items()}},
-], ids=["dataframe_split", "dataframe_records", "instances", "inputs-list", "inputs-dict"])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"dataframe_split": {"columns": list(GOOD) + ["id"], "data": [[*GOOD.values(), 9]]}},
+        {"dataframe_records": [_rec(id=9)]},
+        {"instances": [GOOD]},
+        {"inputs": [GOOD]},
+        {"inputs": {k: [v] for k, v in GOOD.items()}},
+    ],
+    ids=["dataframe_split", "dataframe_records", "instances", "inputs-list", "inputs-dict"],
+)
 def test_every_format_feeds_records_to_table(body):
     records, _ = mlflow_payload_to_records(body)
     assert records_to_table(records, SCHEMA, loc=("rows",)).to_pylist() == [
-        {"age": 30.0, "income": 1234.5, "city": "Paris"}]
+        {"age": 30.0, "income": 1234.5, "city": "Paris"}
+    ]
 
 
 def test_records_from_payload_are_validated_with_rows_loc():
@@ -322,43 +343,59 @@ def test_body_not_an_object(body):
     assert _payload_errors(body) == [{"loc": ["body"], "msg": "expected a JSON object"}]
 
 
-@pytest.mark.parametrize(("body", "got"), [
-    ({}, "[]"),
-    ({"records": [GOOD]}, "['records']"),
-    ({"dataframe_split": {}, "instances": []}, "['dataframe_split', 'instances']"),
-    ({"inputs": [], "instances": [], "x": 1}, "['inputs', 'instances', 'x']"),
-], ids=["empty", "unknown-key", "two-keys", "two-keys-plus-other"])
+@pytest.mark.parametrize(
+    ("body", "got"),
+    [
+        ({}, "[]"),
+        ({"records": [GOOD]}, "['records']"),
+        ({"dataframe_split": {}, "instances": []}, "['dataframe_split', 'instances']"),
+        ({"inputs": [], "instances": [], "x": 1}, "['inputs', 'instances', 'x']"),
+    ],
+    ids=["empty", "unknown-key", "two-keys", "two-keys-plus-other"],
+)
 def test_body_needs_exactly_one_known_key(body, got):
     (err,) = _payload_errors(body)
     assert err["loc"] == ["body"]
     assert err["msg"] == f"expected exactly one of dataframe_split, dataframe_records, instances, inputs; got {got}"
 
 
-@pytest.mark.parametrize("value", [
-    None, [], "x",
-    {},
-    {"columns": ["a"]},
-    {"data": [[1]]},
-    {"columns": "a", "data": [[1]]},
-    {"columns": ["a"], "data": {"a": [1]}},
-    {"columns": None, "data": None},
-], ids=["null", "list", "str", "empty", "no-data", "no-columns", "columns-str", "data-dict", "both-null"])
+@pytest.mark.parametrize(
+    "value",
+    [
+        None,
+        [],
+        "x",
+        {},
+        {"columns": ["a"]},
+        {"data": [[1]]},
+        {"columns": "a", "data": [[1]]},
+        {"columns": ["a"], "data": {"a": [1]}},
+        {"columns": None, "data": None},
+    ],
+    ids=["null", "list", "str", "empty", "no-data", "no-columns", "columns-str", "data-dict", "both-null"],
+)
 def test_dataframe_split_wrong_shape(value):
     assert _payload_errors({"dataframe_split": value}) == [
-        {"loc": ["dataframe_split"], "msg": 'expected {"columns": [...], "data": [[...], ...]}'}]
+        {"loc": ["dataframe_split"], "msg": 'expected {"columns": [...], "data": [[...], ...]}'}
+    ]
 
 
-@pytest.mark.parametrize(("data", "bad"), [
-    ([[1, 2], [1]], 1),
-    ([[1, 2], [1, 2, 3]], 1),
-    ([[1, 2], {"a": 1, "b": 2}], 1),
-    (["ab"], 0),
-    ([None], 0),
-    ([[]], 0),
-], ids=["short", "long", "dict-row", "str-row", "null-row", "empty-row"])
+@pytest.mark.parametrize(
+    ("data", "bad"),
+    [
+        ([[1, 2], [1]], 1),
+        ([[1, 2], [1, 2, 3]], 1),
+        ([[1, 2], {"a": 1, "b": 2}], 1),
+        (["ab"], 0),
+        ([None], 0),
+        ([[]], 0),
+    ],
+    ids=["short", "long", "dict-row", "str-row", "null-row", "empty-row"],
+)
 def test_dataframe_split_row_length_mismatch(data, bad):
     assert _payload_errors({"dataframe_split": {"columns": ["a", "b"], "data": data}}) == [
-        {"loc": ["dataframe_split", "data", bad], "msg": "expected a list of 2 values"}]
+        {"loc": ["dataframe_split", "data", bad], "msg": "expected a list of 2 values"}
+    ]
 
 
 @pytest.mark.parametrize("fmt", ["dataframe_records", "instances", "inputs"])
@@ -372,29 +409,39 @@ def test_only_inputs_accepts_dict_of_columns(fmt):
     assert _payload_errors({fmt: {"age": [1]}}) == [{"loc": [fmt], "msg": "expected a list of objects"}]
 
 
-@pytest.mark.parametrize("value", [
-    {},
-    {"age": [1, 2], "city": ["a"]},
-    {"age": [1], "city": "a"},
-    {"age": 1},
-    {"age": [1], "city": None},
-], ids=["empty", "unequal-lengths", "scalar-column", "all-scalars", "null-column"])
+@pytest.mark.parametrize(
+    "value",
+    [
+        {},
+        {"age": [1, 2], "city": ["a"]},
+        {"age": [1], "city": "a"},
+        {"age": 1},
+        {"age": [1], "city": None},
+    ],
+    ids=["empty", "unequal-lengths", "scalar-column", "all-scalars", "null-column"],
+)
 def test_inputs_dict_wrong_shape(value):
     assert _payload_errors({"inputs": value}) == [
-        {"loc": ["inputs"], "msg": "expected {column: [values]} with equal-length lists"}]
+        {"loc": ["inputs"], "msg": "expected {column: [values]} with equal-length lists"}
+    ]
 
 
-@pytest.mark.xfail(strict=True, raises=TypeError,
-                   reason="bug: non-string (unhashable) column names in dataframe_split hit dict(zip(cols, row)) "
-                          "and raise TypeError: unhashable type 'list' (-> HTTP 500, not 422)")
+@pytest.mark.xfail(
+    strict=True,
+    raises=TypeError,
+    reason="bug: non-string (unhashable) column names in dataframe_split hit dict(zip(cols, row)) "
+    "and raise TypeError: unhashable type 'list' (-> HTTP 500, not 422)",
+)
 def test_dataframe_split_unhashable_column_name_is_a_request_error():
     (err,) = _payload_errors({"dataframe_split": {"columns": [["age"]], "data": [[1]]}})
     assert err["loc"][0] == "dataframe_split"
 
 
-@pytest.mark.xfail(strict=True,
-                   reason="bug: duplicate dataframe_split column names are silently collapsed by dict(zip()), "
-                          "the earlier value is dropped without an error")
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug: duplicate dataframe_split column names are silently collapsed by dict(zip()), "
+    "the earlier value is dropped without an error",
+)
 def test_dataframe_split_duplicate_columns_is_a_request_error():
     (err,) = _payload_errors({"dataframe_split": {"columns": ["age", "age"], "data": [[1, 2]]}})
     assert err["loc"][0] == "dataframe_split"

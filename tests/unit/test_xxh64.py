@@ -173,10 +173,7 @@ def test_sliced_array(rng, typ):
 
 @pytest.mark.parametrize("typ", [pa.string(), pa.large_string()])
 def test_chunked_array(rng, typ):
-    chunks = [
-        [_random_ascii(rng, int(n)) for n in rng.integers(0, 80, size=int(k))]
-        for k in (0, 1, 17, 250, 3)
-    ]
+    chunks = [[_random_ascii(rng, int(n)) for n in rng.integers(0, 80, size=int(k))] for k in (0, 1, 17, 250, 3)]
     carr = pa.chunked_array([pa.array(c, type=typ) for c in chunks], type=typ)
     flat = [v for c in chunks for v in c]
     got = xxh64_arrow(carr, prefix=b"v1:", seed=0)
@@ -207,8 +204,7 @@ def test_arrow_matches_bytes_list(rng):
 
 def test_ten_thousand_mixed_lengths(rng):
     lengths = rng.integers(0, 200, size=10_000)
-    vals = [_random_ascii(rng, int(n)) if i % 3 else _random_unicode(rng, int(n) // 4)
-            for i, n in enumerate(lengths)]
+    vals = [_random_ascii(rng, int(n)) if i % 3 else _random_unicode(rng, int(n) // 4) for i, n in enumerate(lengths)]
     got = xxh64_arrow(pa.array(vals), prefix=b"v1:", seed=42)
     assert got.shape == (10_000,)
     assert (got == _ref(vals, b"v1:", 42)).all()

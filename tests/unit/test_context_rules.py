@@ -1,0 +1,47 @@
+"""Where global state may be read or set: only at entry points (a source scan; no imports)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PKG = Path(__file__).resolve().parents[2] / "mlops_ray"
+ENTRY_POINTS = {"cli.py", "serve/app.py"}  # build the one Context of a process (jobs/ go through cli.py)
+
+
+def _calls(name: str) -> dict[str, int]:
+    """``{module path: count}`` of calls to a function or attribute named ``name``."""
+    out: dict[str, int] = {}
+    for path in PKG.rglob("*.py"):
+        rel = path.relative_to(PKG).as_posix()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call):
+                f = node.func
+                called = f.attr if isinstance(f, ast.Attribute) else getattr(f, "id", None)
+                if called == name:
+                    out[rel] = out.get(rel, 0) + 1
+    return out
+
+
+def test_only_entry_points_build_a_context():
+    assert set(_calls("create")) <= ENTRY_POINTS | {"context.py"}, _calls("create")
+
+
+def test_only_the_context_reads_the_workspace_environment():
+    assert set(_calls("get_workspace")) == {"context.py"}
+    readers = [
+        p.relative_to(PKG).as_posix()
+        for p in PKG.rglob("*.py")
+        if "os.environ" in p.read_text() and "ENV_VAR" in p.read_text()
+    ]
+    assert readers == ["workspace.py"]
+
+
+def test_only_the_tracking_glue_sets_mlflow_uris():
+    for fn in ("set_tracking_uri", "set_registry_uri"):
+        assert set(_calls(fn)) <= {"registry/tracking.py"}, (fn, _calls(fn))
+
+
+def test_the_rule_checker_sees_calls():
+    # guards against a scan that silently finds nothing
+    assert _calls("get_workspace")["context.py"] >= 1 and _calls("set_tracking_uri")["registry/tracking.py"] >= 2
