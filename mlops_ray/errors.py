@@ -35,6 +35,10 @@ class SnapshotNotFoundError(MlopsRayError):
     """A dataset snapshot id/name (or one of its split files) does not exist in the workspace."""
 
 
+class SnapshotCorruptError(MlopsRayError):
+    """A snapshot's files differ from the sizes and SHA-256 digests its manifest recorded at prepare time."""
+
+
 class SchemaError(MlopsRayError):
     """Input rows do not match a model's feature schema."""
 
@@ -45,6 +49,10 @@ class TrackingError(MlopsRayError):
 
 class RegistryError(MlopsRayError):
     """A registry operation cannot be carried out (no such version, no history, leak...)."""
+
+
+class RegistryLockedError(RegistryError):
+    """The registry lock of a model (promotions, rollbacks, alias moves) was not acquired in time."""
 
 
 class ModelVersionNotFoundError(RegistryError):
