@@ -6,8 +6,10 @@ exit code 2, never a traceback.
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -15,9 +17,39 @@ import click
 
 from mlops_ray.errors import ConfigError, MlopsRayError
 
+_FIX_STORAGE = "or set MLOPS_RAY_HOME to a workspace on a writable disk with free space, then run the command again"
+
+
+def _storage_problem(err: BaseException) -> str | None:
+    """One line for a full disk or a read-only / unwritable path anywhere in ``err``'s causes, else None."""
+    seen: set[int] = set()
+    todo: list[BaseException] = [err]
+    while todo:
+        e = todo.pop(0)
+        if id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM):
+            path = e.filename or "the workspace"
+            if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                return f"no space left on the disk holding {path} ({e.strerror}); free space there {_FIX_STORAGE}"
+            if e.errno == errno.EROFS:
+                return f"cannot write {path}: the file system is read-only; remount it read-write {_FIX_STORAGE}"
+            return (
+                f"cannot write {path}: permission denied; make it writable (and readable) for this user {_FIX_STORAGE}"
+            )
+        text = str(e).lower()
+        if "attempt to write a readonly database" in text:
+            return f"the MLflow database is read-only; make it and its directory writable {_FIX_STORAGE}"
+        if "database or disk is full" in text:
+            return f"the disk holding the MLflow database is full; free space there {_FIX_STORAGE}"
+        todo += [x for x in (getattr(e, "cause", None), e.__cause__, e.__context__) if isinstance(x, BaseException)]
+    return None
+
 
 def _friendly(fn):
-    """Turn typed errors (also when raised inside Ray tasks) into clean CLI errors."""
+    """Turn typed errors (also when raised inside Ray tasks), a full disk and a read-only workspace into
+    clean CLI errors: one ``error:`` line, exit code 2."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -30,6 +62,10 @@ def _friendly(fn):
             cause = getattr(err, "cause", None) or err.__cause__
             if isinstance(cause, MlopsRayError):
                 click.echo(f"error: {cause}", err=True)
+                sys.exit(2)
+            storage = _storage_problem(err)
+            if storage:
+                click.echo(f"error: {storage}", err=True)
                 sys.exit(2)
             raise
 
@@ -157,6 +193,8 @@ def _print_snapshot_summary(res) -> None:
         f"  features:    {len(m['spec']['numeric_features'])} numeric, "
         f"{len(m['spec']['categorical_features'])} categorical -> {len(m['feature_names'])} model inputs"
     )
+    for note in res.notes:
+        click.echo(f"  note: {note}")
 
 
 @data.command("prepare")
@@ -196,10 +234,19 @@ def data_list(as_json):
 
 @data.command("show")
 @click.argument("snapshot_ref", metavar="SNAPSHOT_ID")
+@click.option(
+    "--verify",
+    is_flag=True,
+    help="Instead of the manifest, check every file's size and SHA-256 against it (exit 2 if any differs).",
+)
 @_friendly
-def data_show(snapshot_ref):
+def data_show(snapshot_ref, verify):
     """Print a snapshot's manifest (ID, ID prefix, NAME/ID or NAME@latest)."""
     s = _context().snapshots.find(snapshot_ref)
+    if verify:
+        check = s.verify()
+        click.echo(check.note if check.note else f"snapshot {s.name}/{s.id}: {check.describe()}")
+        return
     click.echo(json.dumps(dict(s.manifest, path=str(s.path), usage=s.usage()), indent=1))
 
 
@@ -240,6 +287,9 @@ def _print_candidate(res, kind: str) -> None:
         )
     for k in sorted(res.metrics):
         click.echo(f"  {k:<18} {res.metrics[k]:.5f}")
+    check = res.extra.get("snapshot_check", "")
+    if check and not check.startswith("verified"):
+        click.echo(f"  note: {check}")
     if res.version:
         click.echo(f"  registered version {res.version} (alias 'challenger')  ({res.model_uri})")
 
@@ -415,6 +465,11 @@ def serve_group(ctx, config_path):
 
     cfg = _load(config_path)
     serve_forever(_context(cfg), cfg, echo=click.echo)
+    # Everything is stopped and recorded; skip interpreter teardown (Ray's and gRPC's exit hooks
+    # took another 3-4 s), so a supervisor sees the process end when the service has.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 @serve_group.command("reload")

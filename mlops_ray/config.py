@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from mlops_ray.errors import ConfigError
 from mlops_ray.model.tasks import DEFAULT_METRIC, check_metric, direction
@@ -121,6 +121,70 @@ class DataConfig(_Strict):
 
 
 # --------------------------------------------------------------- later stages
+# XGBoost parameters whose type and range are documented (model.params is checked at load time;
+# keys not listed here are passed through, and XGBoost's own rejection becomes a TrainingError).
+# (kind, low, high, low_inclusive): kind "int" | "float"; None = unbounded.
+_XGB_NUMERIC: dict[str, tuple[str, float | None, float | None, bool]] = {
+    "max_depth": ("int", 0, None, True),
+    "max_leaves": ("int", 0, None, True),
+    "max_bin": ("int", 2, None, True),
+    "num_parallel_tree": ("int", 1, None, True),
+    "seed": ("int", None, None, True),
+    "random_state": ("int", None, None, True),
+    "nthread": ("int", 0, None, True),
+    "verbosity": ("int", 0, 3, True),
+    "eta": ("float", 0, None, True),
+    "learning_rate": ("float", 0, None, True),
+    "min_child_weight": ("float", 0, None, True),
+    "subsample": ("float", 0, 1, False),
+    "colsample_bytree": ("float", 0, 1, False),
+    "colsample_bylevel": ("float", 0, 1, False),
+    "colsample_bynode": ("float", 0, 1, False),
+    "lambda": ("float", 0, None, True),
+    "reg_lambda": ("float", 0, None, True),
+    "alpha": ("float", 0, None, True),
+    "reg_alpha": ("float", 0, None, True),
+    "gamma": ("float", 0, None, True),
+    "min_split_loss": ("float", 0, None, True),
+    "scale_pos_weight": ("float", 0, None, True),
+    "max_delta_step": ("float", 0, None, True),
+    "base_score": ("float", None, None, True),
+}
+_XGB_CHOICES: dict[str, tuple[str, ...]] = {
+    "tree_method": ("auto", "exact", "approx", "hist"),
+    "grow_policy": ("depthwise", "lossguide"),
+    "booster": ("gbtree", "gblinear", "dart"),
+    "sampling_method": ("uniform", "gradient_based"),
+}
+
+
+def xgboost_param_problems(params: dict[str, Any]) -> list[str]:
+    """One line per known XGBoost parameter with a wrong type or out-of-range value (empty: fine)."""
+    out = []
+    for key, value in params.items():
+        shown = f"got {type(value).__name__} {value!r}"
+        if key in _XGB_NUMERIC:
+            kind, lo, hi, lo_incl = _XGB_NUMERIC[key]
+            ok_type = int if kind == "int" else (int, float)
+            if isinstance(value, bool) or not isinstance(value, ok_type):
+                out.append(f"{key}: must be {'an integer' if kind == 'int' else 'a number'}, {shown}")
+                continue
+            below = lo is not None and (value < lo if lo_incl else value <= lo)
+            if below or (hi is not None and value > hi) or value != value:
+                lo_s = "" if lo is None else f"{lo} {'<=' if lo_incl else '<'} "
+                hi_s = "" if hi is None else f" <= {hi}"
+                out.append(f"{key}: must be {lo_s}{key}{hi_s}, {shown}")
+        elif key in _XGB_CHOICES and value not in _XGB_CHOICES[key]:
+            out.append(f"{key}: must be one of {list(_XGB_CHOICES[key])}, {shown}")
+        elif key == "objective" and not isinstance(value, str):
+            out.append(f"{key}: must be a string, {shown}")
+        elif key == "eval_metric" and not (
+            isinstance(value, str) or (isinstance(value, list) and value and all(isinstance(v, str) for v in value))
+        ):
+            out.append(f"{key}: must be a metric name or a non-empty list of them, {shown}")
+    return out
+
+
 class ModelConfig(_Strict):
     type: Literal["xgboost", "sklearn"] = "xgboost"
     estimator: str | None = None
@@ -133,6 +197,15 @@ class ModelConfig(_Strict):
     cpus_per_worker: float | None = Field(None, gt=0)
     cv_folds: int | None = Field(None, ge=2, le=20)
     log_train_metrics: bool = False  # per-round metrics on the train split too (costs a pass per round)
+
+    @field_validator("params")
+    @classmethod
+    def _check_params(cls, v: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        if info.data.get("type", "xgboost") == "xgboost":
+            problems = xgboost_param_problems(v)
+            if problems:
+                raise ValueError("; ".join(problems))
+        return v
 
     @model_validator(mode="after")
     def _check_estimator(self) -> "ModelConfig":
@@ -156,9 +229,49 @@ class TuneConfig(_Strict):
         return self.metric or DEFAULT_METRIC[task]
 
 
+_URI_SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):")
+# MLflow stores mlops-ray can use: SQLAlchemy databases, a tracking server, Databricks.
+_SQL_SCHEMES = ("postgresql", "mysql", "mssql")
+_DATABRICKS_SCHEMES = ("databricks", "databricks-uc")
+
+
+def tracking_uri_problem(uri: str) -> str | None:
+    """Why ``uri`` cannot be an MLflow tracking/registry store for mlops-ray, or None.
+
+    Allowed: ``sqlite:///PATH``, ``http(s)://...``, ``postgresql://``, ``mysql://``, ``mssql://``
+    (also ``dialect+driver://``), ``databricks[-uc][://PROFILE]``, and ``file:`` URIs or plain
+    paths only with ``MLFLOW_ALLOW_FILE_STORE=true`` (MLflow 3 refuses file stores otherwise).
+    """
+    supported = (
+        "use sqlite:///PATH (the default), http(s)://HOST[:PORT] (a tracking server), postgresql://, mysql://, "
+        "mssql://, or databricks"
+    )
+    if uri.lower() in _DATABRICKS_SCHEMES:
+        return None
+    m = _URI_SCHEME_RE.match(uri)
+    scheme = m.group(1).lower() if m and not re.match(r"^[A-Za-z]:[\\/]", uri) else None  # C:\ is a path
+    if scheme is None or scheme == "file":
+        if os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").lower() != "true":
+            return f"{uri!r}: MLflow 3 rejects file stores; {supported} (or set MLFLOW_ALLOW_FILE_STORE=true)"
+        return None
+    if scheme == "sqlite":
+        return None if uri.startswith("sqlite:///") else f"{uri!r}: a SQLite store is sqlite:///PATH (three slashes)"
+    if scheme in ("http", "https") or scheme in _DATABRICKS_SCHEMES or scheme.split("+", 1)[0] in _SQL_SCHEMES:
+        return None
+    return f"unsupported scheme {scheme!r} in {uri!r}; {supported}"
+
+
 class MlflowConfig(_Strict):
     tracking_uri: str | None = None  # default: sqlite in the workspace
     experiment: str = "mlops-ray"
+
+    @field_validator("tracking_uri")
+    @classmethod
+    def _check_tracking_uri(cls, v: str | None) -> str | None:
+        problem = tracking_uri_problem(v) if v else None
+        if problem:
+            raise ValueError(problem)
+        return v
 
     def resolved_tracking_uri(self, workspace) -> str:
         """The tracking/registry URI for ``workspace`` (a :class:`~mlops_ray.workspace.Workspace`)."""
@@ -192,7 +305,9 @@ class ServeConfig(_Strict):
     port: int = Field(8000, ge=1, le=65535)
     # The deploy alias: what the gate and rollback move and what serving and batch inference read.
     model_alias: str = Field("champion", pattern=r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$")
-    min_replicas: int = Field(1, ge=0)
+    # Two replicas by default: losing one (crash, node loss) then costs only its in-flight requests
+    # instead of an outage until a new replica starts (README "Serving: resilience").
+    min_replicas: int = Field(2, ge=0)
     max_replicas: int = Field(3, ge=1)
     target_ongoing_requests: float = Field(16, gt=0)
     max_ongoing_requests: int = Field(64, ge=1)
@@ -340,6 +455,10 @@ def load_config(path: str | os.PathLike) -> PipelineConfig:
         raise ConfigError(f"config file not found: {p}")
     try:
         raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise ConfigError(
+            f"config {p} is not UTF-8 text (byte 0x{err.object[err.start]:02x} at offset {err.start}); save it as UTF-8"
+        ) from None
     except yaml.YAMLError as err:
         raise ConfigError(f"config {p} is not valid YAML: {err}") from None
     return config_from_dict(raw, base_dir=p.resolve().parent, origin=str(p))

@@ -67,6 +67,10 @@ class ReproduceError(MlopsRayError):
     """A run cannot be reproduced as logged."""
 
 
+class ServiceError(MlopsRayError):
+    """The model service cannot start, be found or be reached (port in use, no recorded cluster...)."""
+
+
 class RequestError(Exception):
     """Invalid HTTP request body (answered with 422); ``errors`` is a list of ``{"loc": [...], "msg": str}``.
 
@@ -78,3 +82,16 @@ class RequestError(Exception):
     def __init__(self, errors: list[dict]):
         self.errors = errors[: self.MAX_ERRORS]
         super().__init__("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in self.errors))
+
+
+class RequestBodyError(Exception):
+    """An HTTP request body that cannot be read as JSON at all: ``status`` is 400 (not JSON, not
+    UTF-8), 413 (over the size limit) or 415 (a Content-Type other than JSON); ``detail`` says why.
+
+    Like :class:`RequestError`, it never reaches the CLI, only the HTTP layer.
+    """
+
+    def __init__(self, status: int, detail: str):
+        self.status = status
+        self.detail = detail
+        super().__init__(f"{status}: {detail}")

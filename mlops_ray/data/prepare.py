@@ -8,14 +8,17 @@ returns small mergeable partials: fingerprint, validation report, id hashes (for
 the global duplicate check) and train statistics. The engine (Ray Data
 ``map_batches`` or a local loop) only decides where batches run. The driver
 merges the partials, fits the preprocessor on train statistics, writes the
-manifest and publishes the staging directory atomically. If validation fails,
-the staging directory is deleted: no partial snapshot is ever visible.
+manifest (with the size and SHA-256 of every file) and publishes the staging
+directory atomically. If validation fails, the staging directory is deleted: no
+partial snapshot is ever visible. An existing identical snapshot is reused only
+after it verifies; staging directories left by a killed prepare are removed.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import platform
 import shutil
 import time
@@ -37,6 +40,7 @@ from mlops_ray.data.snapshot import (
     SPLITS,
     Snapshot,
     SnapshotStore,
+    record_files,
     snapshot_id,
     write_json,
 )
@@ -107,7 +111,13 @@ def process_batch(table: pa.Table, ctx: BatchContext) -> BatchResult:
             out = Path(ctx.staging) / SPLITS / name
             out.mkdir(parents=True, exist_ok=True)
             # Content-named: a retried task rewrites the same file instead of adding rows.
-            pq.write_table(sub, out / f"part-{fp.hexdigest()[:20]}.parquet", compression="snappy")
+            part = out / f"part-{fp.hexdigest()[:20]}.parquet"
+            try:
+                pq.write_table(sub, part, compression="snappy")
+            except OSError as err:  # pyarrow's errors (e.g. ENOSPC) do not name the file
+                if err.errno is None or err.filename:
+                    raise
+                raise OSError(err.errno, os.strerror(err.errno), str(part)) from err
         if name == "train":
             keys = xxh64_arrow(sub.column(ctx.spec.id_column).combine_chunks(), prefix=_SAMPLE_PREFIX, seed=HASH_SEED)
             train = batch_stats(sub, keys, ctx.spec.numeric, ctx.spec.categorical, ctx.spec.label_column, ctx.sample_k)
@@ -210,6 +220,13 @@ def run_ray(src: SourceFiles, ctx: BatchContext, batch_size: int) -> Iterable[Ba
     yield from ray_io.map_units(ray_io.work_units(src), process_batch, ctx, batch_size, ctx.spec.id_column)
 
 
+def _reuse(snap: Snapshot, t0: float, notes: list[str], why: str) -> PrepareResult:
+    """An identical snapshot exists: reuse it only if its files still match the manifest."""
+    check = snap.verify()  # SnapshotCorruptError names the bad file and how to recover
+    notes = notes + [why] + ([check.note] if check.note else [])
+    return PrepareResult(snap, True, time.perf_counter() - t0, notes)
+
+
 def prepare_snapshot(
     cfg, workspace: Workspace, *, engine: str = "ray", progress: bool = False, runner: Runner | None = None
 ) -> PrepareResult:
@@ -222,10 +239,12 @@ def prepare_snapshot(
 
     Raises:
         DataValidationError: the source breaks the contract (nothing is left behind).
+        SnapshotCorruptError: an identical snapshot exists but its files were changed.
     """
     t0 = time.perf_counter()
     ws = workspace
     store = SnapshotStore(ws)
+    notes = store.remove_stale_staging()
     d = cfg.data
     src = list_source(cfg.source(ws.root), d.format)
     schema = read_schema(src, d.id_column)
@@ -238,7 +257,7 @@ def prepare_snapshot(
     if cached_fp:
         existing = store.get(d.name, snapshot_id(cached_fp, spec_d))
         if existing is not None:
-            return PrepareResult(existing, True, time.perf_counter() - t0, ["source unchanged since last prepare"])
+            return _reuse(existing, t0, notes, "source unchanged since last prepare")
 
     staging = store.new_staging(d.name)
     try:
@@ -267,7 +286,7 @@ def prepare_snapshot(
         existing = store.get(d.name, sid)
         if existing is not None:
             shutil.rmtree(staging, ignore_errors=True)
-            return PrepareResult(existing, True, time.perf_counter() - t0, ["identical content already prepared"])
+            return _reuse(existing, t0, notes, "identical content already prepared")
 
         pre = Preprocessor.fit(total.train, spec.categorical, d.preprocessing.numeric, d.preprocessing.categorical)
         pre.save(staging / PREPROCESSOR)
@@ -290,10 +309,13 @@ def prepare_snapshot(
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "engine": engine,
             "library_versions": library_versions(),
+            "files": record_files(staging),
         }
         write_json(staging / MANIFEST, manifest)
         snap, created = store.commit(staging, d.name, sid)
-        return PrepareResult(snap, not created, time.perf_counter() - t0)
+        if not created:  # a concurrent identical prepare published first
+            return _reuse(snap, t0, notes, "identical content prepared concurrently")
+        return PrepareResult(snap, False, time.perf_counter() - t0, notes)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -3,7 +3,8 @@
 Layout::
 
     <workspace>/datasets/<name>/<snapshot-id>/
-        manifest.json          source, fingerprint, hash spec, fractions, rows per split, schema, versions
+        manifest.json          source, fingerprint, hash spec, fractions, rows per split, schema, versions,
+                               and "files": {relative path: {"bytes", "sha256"}} of every other file
         preprocessor.json      fitted on train (see mlops_ray.data.preprocess)
         reference_stats.json   frozen drift reference bins
         splits/<split>/part-*.parquet
@@ -12,7 +13,12 @@ Layout::
 The snapshot id is a digest of the source fingerprint together with the split and
 preprocessing spec, so the same data split with another salt is another snapshot.
 A snapshot directory appears only by an atomic rename of a complete staging
-directory; it is never modified afterwards.
+directory; it is never modified afterwards. :meth:`Snapshot.verify` checks that:
+every file the manifest lists has its recorded size and SHA-256, and no other file
+is there. Training, tuning, reproduction and snapshot reuse verify first.
+
+A staging directory holds an owner record (host, pid) while it is written, so the next
+prepare can remove staging directories whose writer was killed.
 """
 
 from __future__ import annotations
@@ -23,11 +29,13 @@ import os
 import shutil
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mlops_ray.errors import SnapshotNotFoundError
+from mlops_ray.data.owner import ProcessOwner
+from mlops_ray.errors import SnapshotCorruptError, SnapshotNotFoundError
 from mlops_ray.workspace import Workspace
 
 MANIFEST = "manifest.json"
@@ -35,6 +43,61 @@ PREPROCESSOR = "preprocessor.json"
 REFERENCE = "reference_stats.json"
 SPLITS = "splits"
 ID_LENGTH = 16
+FILES = "files"  # manifest key: {relative posix path: {"bytes": int, "sha256": hex}}
+STAGING_PREFIX = ".staging-"
+STAGING_OWNER = ".owner.json"  # in a staging directory only; removed before it is published
+# A staging directory without an owner record (made before owner records existed) is removed
+# once it is this old: a live prepare writes its record right after creating the directory.
+LEGACY_STAGING_AGE_S = 3600.0
+_CHUNK = 1 << 20
+
+
+def file_digest(path: Path) -> tuple[int, str]:
+    """(size in bytes, SHA-256 hex) of a file, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    n = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            n += len(chunk)
+            h.update(chunk)
+    return n, h.hexdigest()
+
+
+def _content_files(root: Path) -> list[str]:
+    """Relative posix paths of every file under ``root`` except the manifest and a staging owner record."""
+    out = []
+    for p in root.rglob("*"):
+        if p.is_file() or p.is_symlink():
+            rel = p.relative_to(root).as_posix()
+            if rel not in (MANIFEST, STAGING_OWNER):
+                out.append(rel)
+    return sorted(out)
+
+
+def _digests(root: Path, rels: list[str]) -> list[tuple[int, str]]:
+    """File digests, several files at once (hashlib releases the GIL on large buffers)."""
+    if len(rels) < 4:
+        return [file_digest(root / r) for r in rels]
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        return list(pool.map(lambda r: file_digest(root / r), rels))
+
+
+def record_files(root: Path) -> dict[str, dict[str, Any]]:
+    """The manifest's ``files`` entry for a complete (staging) snapshot directory."""
+    rels = _content_files(root)
+    return {r: {"bytes": n, "sha256": h} for r, (n, h) in zip(rels, _digests(root, rels))}
+
+
+@dataclass(frozen=True)
+class Verification:
+    """Outcome of :meth:`Snapshot.verify`: how many files matched, or why nothing was checked."""
+
+    files: int
+    bytes: int
+    note: str | None = None  # set when the manifest records no checksums (snapshot from an older version)
+
+    def describe(self) -> str:
+        return self.note or f"verified {self.files} files ({self.bytes} bytes, sha256)"
 
 
 def snapshot_id(fingerprint: str, spec: dict[str, Any]) -> str:
@@ -150,6 +213,51 @@ class Snapshot:
             )
         return sorted(str(p) for p in d.glob("*.parquet"))
 
+    def verify(self) -> Verification:
+        """Check every recorded file's presence, size and SHA-256, and that no other file is there.
+
+        Snapshots prepared before checksums were recorded return a note instead (nothing to check).
+
+        Raises:
+            SnapshotCorruptError: naming the first bad file, what is wrong and how to recover.
+        """
+        recorded = self.manifest.get(FILES)
+        if recorded is None:
+            return Verification(
+                0,
+                0,
+                f"snapshot {self.name}/{self.id}: no checksums recorded (prepared before mlops-ray recorded "
+                "them); nothing verified. Delete it and prepare again to get checksums",
+            )
+        if not self.path.is_dir():
+            raise self._corrupt(f"its directory {self.path} is missing")
+        # Cheap checks first (presence, size, extra files), then the hashes.
+        for rel in sorted(recorded):
+            p = self.path / rel
+            if not p.is_file():
+                raise self._corrupt(f"file {rel} is missing")
+            size = p.stat().st_size
+            if size != recorded[rel]["bytes"]:
+                raise self._corrupt(f"file {rel} has {size} bytes, the manifest recorded {recorded[rel]['bytes']}")
+        extra = [r for r in _content_files(self.path) if r not in recorded]
+        if extra:
+            more = f" (and {len(extra) - 1} more)" if len(extra) > 1 else ""
+            raise self._corrupt(f"unexpected extra file {extra[0]}{more}, not recorded in the manifest")
+        rels = sorted(recorded)
+        for rel, (_, digest) in zip(rels, _digests(self.path, rels)):
+            if digest != recorded[rel]["sha256"]:
+                raise self._corrupt(
+                    f"file {rel} content differs from the manifest (sha256 {digest[:16]}..., "
+                    f"recorded {recorded[rel]['sha256'][:16]}...)"
+                )
+        return Verification(len(recorded), sum(int(v["bytes"]) for v in recorded.values()))
+
+    def _corrupt(self, what: str) -> SnapshotCorruptError:
+        return SnapshotCorruptError(
+            f"snapshot {self.name}/{self.id} is corrupt: {what} (in {self.path}). Snapshots never change after "
+            f"prepare; delete the directory {self.path} and run 'mlops-ray data prepare' again"
+        )
+
     def preprocessor(self):
         from mlops_ray.data.preprocess import Preprocessor
 
@@ -190,9 +298,40 @@ class SnapshotStore:
         return Snapshot(p, json.loads(m.read_text())) if m.is_file() else None
 
     def new_staging(self, name: str) -> Path:
-        staging = self.root / name / f".staging-{uuid.uuid4().hex[:12]}"
+        """A new staging directory holding this process's owner record (see :meth:`remove_stale_staging`)."""
+        staging = self.root / name / f"{STAGING_PREFIX}{uuid.uuid4().hex[:12]}"
         staging.mkdir(parents=True)
+        (staging / STAGING_OWNER).write_text(json.dumps(ProcessOwner.current().to_dict()))
         return staging
+
+    def remove_stale_staging(self) -> list[str]:
+        """Delete staging directories whose writer is gone (a killed ``data prepare``); one note per removal.
+
+        A directory is removed only when its owner record names a process on this host that has
+        exited, or (no record: made by an older version) it is older than ``LEGACY_STAGING_AGE_S``.
+        Staging directories of live processes, or of processes on other hosts, are left alone.
+        """
+        notes: list[str] = []
+        if not self.root.is_dir():
+            return notes
+        for d in sorted(self.root.glob(f"*/{STAGING_PREFIX}*")):
+            if not d.is_dir():
+                continue
+            try:
+                owner = ProcessOwner.from_dict(json.loads((d / STAGING_OWNER).read_text()))
+                why = f"its writer ({owner.describe()}) is gone" if owner and owner.is_gone() else None
+            except FileNotFoundError:
+                try:
+                    age = time.time() - d.stat().st_mtime
+                except FileNotFoundError:
+                    continue  # removed meanwhile (its prepare finished)
+                why = f"it has no owner record and is {age / 3600:.1f} h old" if age > LEGACY_STAGING_AGE_S else None
+            except (OSError, ValueError):
+                continue  # unreadable or half-written record: leave it
+            if why:
+                shutil.rmtree(d, ignore_errors=True)
+                notes.append(f"removed stale staging directory {d} ({why})")
+        return notes
 
     def commit(self, staging: Path, name: str, sid: str) -> tuple[Snapshot, bool]:
         """Atomically publish ``staging`` as snapshot ``sid``.
@@ -206,6 +345,7 @@ class SnapshotStore:
         if existing is not None:
             shutil.rmtree(staging, ignore_errors=True)
             return existing, False
+        (staging / STAGING_OWNER).unlink(missing_ok=True)
         try:
             os.replace(staging, final)
         except OSError:  # lost a race with a concurrent identical prepare
@@ -222,7 +362,7 @@ class SnapshotStore:
         if not self.root.is_dir():
             return out
         for m in self.root.glob(f"*/*/{MANIFEST}"):
-            if m.parent.name.startswith("."):
+            if m.parent.name.startswith("."):  # staging directories
                 continue
             out.append(Snapshot(m.parent, json.loads(m.read_text())))
         out.sort(key=lambda s: s.manifest.get("created_at", ""), reverse=True)

@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mlops_ray.data.xxh64 import xxh64_arrow
-from mlops_ray.errors import SnapshotNotFoundError
+from mlops_ray.errors import SnapshotCorruptError, SnapshotNotFoundError
 
 _ORDER_PREFIX = b"order:"
 
@@ -48,7 +48,7 @@ def read_split_table(files: list[str], id_column: str, partition: tuple[int, int
         try:
             tables.append(pq.read_table(f))
         except (OSError, pa.ArrowException) as err:
-            raise SnapshotNotFoundError(
+            raise SnapshotCorruptError(
                 f"cannot read snapshot file {f}: {err}; the snapshot is damaged "
                 "(delete it and re-run 'mlops-ray data prepare')"
             ) from None

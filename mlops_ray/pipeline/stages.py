@@ -108,7 +108,9 @@ def deploy(ctx, cfg, version: str, reason: str, *, on_event: OnEvent = _quiet) -
 def train_gate_deploy(ctx, cfg, snapshot: Snapshot, *, on_event: OnEvent = _quiet) -> tuple[Candidate, PromotionResult]:
     """Train a candidate, gate exactly that version, deploy it if the gate says PROMOTE."""
     cand = train(ctx, cfg, snapshot, on_event=on_event)
-    decision = gate(ctx, cfg, cand.version, on_event=on_event)
-    if decision.decision.promote:
-        decision.event = deploy(ctx, cfg, cand.version, "; ".join(decision.decision.reasons), on_event=on_event)
+    # one registry lock around gate and deploy: a concurrent promotion cannot slip in between
+    with promotion.serialized(ctx, cfg, purpose=f"gate and deploy v{cand.version}"):
+        decision = gate(ctx, cfg, cand.version, on_event=on_event)
+        if decision.decision.promote:
+            decision.event = deploy(ctx, cfg, cand.version, "; ".join(decision.decision.reasons), on_event=on_event)
     return cand, decision

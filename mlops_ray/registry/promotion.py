@@ -5,6 +5,12 @@ Gathers inputs and applies :mod:`~mlops_ray.registry.gate` decisions. The deploy
 move and that serving and batch inference read. Every function takes the exact model
 version it acts on; none of them resolves "the latest challenger" by itself (two runs
 that finish close together must not promote each other's model).
+
+Concurrent promotions and rollbacks of one model are serialized by the model's registry
+lock (:func:`~mlops_ray.registry.tracking.registry_lock`): :func:`promote` holds it from
+reading the deploy-alias version, through the gate, to moving the alias and appending
+the history event, so every gate compares against the champion of the moment it moves
+the alias, and no history event is lost.
 """
 
 from __future__ import annotations
@@ -131,16 +137,25 @@ def promote(ctx, cfg, version: str, *, force: bool = False) -> PromotionResult:
     """Gate exactly ``version`` and, if the gate (or ``force``) says PROMOTE, deploy it."""
     if version is None:
         raise RegistryError("promote needs the exact version to gate (the CLI resolves 'challenger' for you)")
-    res = gate(ctx, cfg, version, force=force)
-    if res.decision.promote:
-        res.event = deploy(
-            ctx,
-            cfg,
-            res.challenger_version,
-            "; ".join(res.decision.reasons),
-            action="force-promote" if force and "forced by operator" in res.decision.reasons else "promote",
-        )
+    name = cfg.registry.model_name
+    get_version(ctx.client, name, version)  # a missing version fails before waiting for the lock
+    with tracking.registry_lock(ctx.client, name, purpose=f"promote v{version}"):
+        res = gate(ctx, cfg, version, force=force)
+        if res.decision.promote:
+            res.event = deploy(
+                ctx,
+                cfg,
+                res.challenger_version,
+                "; ".join(res.decision.reasons),
+                action="force-promote" if force and "forced by operator" in res.decision.reasons else "promote",
+            )
     return res
+
+
+def serialized(ctx, cfg, purpose: str):
+    """The registry lock of ``cfg``'s model (re-entrant in one thread): hold it around a gate and the
+    alias move that acts on it, so the gate compares against the deployed version of that moment."""
+    return tracking.registry_lock(ctx.client, cfg.registry.model_name, purpose=purpose)
 
 
 def challenger_version(ctx, cfg) -> str:
@@ -173,12 +188,13 @@ def deploy_stack(events: list[dict], alias: str) -> list[str]:
 def rollback(ctx, cfg, reason: str = "manual rollback") -> dict:
     """Point the deploy alias back at its previous version (one step per call)."""
     name, alias = cfg.registry.model_name, deploy_alias(cfg)
-    stack = deploy_stack(tracking.alias_history(ctx.client, name), alias)
-    if len(stack) < 2:
-        raise RegistryError(
-            f"model {name!r} has no previous {alias!r} version to roll back to (history: {stack or 'empty'})"
-        )
-    return tracking.move_alias(ctx.client, name, alias, stack[-2], action="rollback", reason=reason)
+    with tracking.registry_lock(ctx.client, name, purpose=f"roll back {alias!r}"):
+        stack = deploy_stack(tracking.alias_history(ctx.client, name), alias)
+        if len(stack) < 2:
+            raise RegistryError(
+                f"model {name!r} has no previous {alias!r} version to roll back to (history: {stack or 'empty'})"
+            )
+        return tracking.move_alias(ctx.client, name, alias, stack[-2], action="rollback", reason=reason)
 
 
 def list_models(ctx, cfg) -> list[dict[str, Any]]:

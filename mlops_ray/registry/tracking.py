@@ -3,29 +3,60 @@
 Everything MLflow-specific (URIs, runs, params/metrics/artifacts, model logging,
 registered versions, aliases and their history) lives here so the rest of the code
 deals in plain dicts and numbers.
+
+Registry lock. Promotions, rollbacks and alias moves of a model run under a mutex kept
+in the registry itself, so that it works for a SQLite store and a tracking server alike:
+the registered model ``<model>.lock`` exists while someone holds the lock (creating a
+registered model is atomic: names are unique in every MLflow store), its tag records the
+holder (host, pid, purpose, token) and the lease's expiry. Waiters poll until it is gone
+(at most ``LOCK_WAIT_S`` = 300 s, then :class:`RegistryLockedError`). A lock whose holder
+was killed is broken at once when the holder ran on this host, else when its lease
+(``LOCK_LEASE_S`` = 600 s, far longer than a promotion) has expired; breaking is itself
+serialized by a second registered model, ``<model>.lock.break``.
+
+Runs. Every run mlops-ray starts is tagged with its process (``mlops_ray.host``,
+``mlops_ray.pid``, ``mlops_ray.owner``); starting a new top-level run marks RUNNING runs of
+the experiment whose process on this host is gone as FAILED (a killed ``train``/``tune``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
+import random
 import subprocess
 import tempfile
+import threading
 import time
+import uuid
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from mlops_ray.errors import ConfigError, MlopsRayError, TrackingError
+from mlops_ray.config import tracking_uri_problem
+from mlops_ray.data.owner import ProcessOwner
+from mlops_ray.errors import ConfigError, MlopsRayError, RegistryLockedError, TrackingError
 
+log = logging.getLogger(__name__)
 ALIAS_EVENT_PREFIX = "mlops_ray.alias_event."
+LOCK_SUFFIX = ".lock"
+LOCK_TAG = "mlops_ray.lock"
+LOCK_LEASE_S = 600.0  # a holder killed on another host blocks the model for at most this long
+LOCK_WAIT_S = 300.0  # how long a promotion / rollback / alias move waits for the lock
+BREAK_LEASE_S = 60.0  # lease of the <model>.lock.break marker itself
+RUN_OWNER_TAG = "mlops_ray.owner"
 _PKG_DIR = Path(__file__).resolve().parents[1]
 _URI_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
 
 
 def check_uri(uri: str) -> None:
     """Refuse tracking URIs MLflow 3 cannot use, and unreachable servers, with a clear message."""
+    problem = tracking_uri_problem(uri)
+    if problem:
+        raise ConfigError(f"mlflow.tracking_uri: {problem}")
     if uri.startswith("sqlite:///"):
         Path(uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
     elif uri.startswith(("http://", "https://")):
@@ -38,12 +69,6 @@ def check_uri(uri: str) -> None:
                 f"MLflow tracking server {uri} is unreachable ({type(err).__name__}: {err}); "
                 f"check mlflow.tracking_uri or start the server"
             ) from None
-    elif uri.startswith("file:") or "://" not in uri:
-        if os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").lower() != "true":
-            raise ConfigError(
-                f"mlflow.tracking_uri {uri!r}: MLflow 3 rejects file stores; use sqlite:///PATH "
-                "(the default) or a server URI"
-            )
 
 
 def connect(uri: str, experiment: str, artifact_root: Path | None = None):
@@ -162,13 +187,58 @@ def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def owner_tags() -> dict[str, str]:
+    """Tags naming this process, set on every run mlops-ray starts."""
+    me = ProcessOwner.current()
+    return {"mlops_ray.host": me.host, "mlops_ray.pid": str(me.pid), RUN_OWNER_TAG: json.dumps(me.to_dict())}
+
+
+def fail_dead_runs(client, experiment_id: str) -> list[str]:
+    """Mark RUNNING runs whose process (on this host) is gone as FAILED; one line per run, also logged.
+
+    Runs of live processes, of other hosts, or without an owner tag (not started by mlops-ray,
+    or by an older version) are left alone.
+    """
+    try:
+        runs = client.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING'", max_results=1000)
+    except Exception as err:  # housekeeping must never stop a run from starting
+        log.warning("could not look for runs left RUNNING by killed processes: %s: %s", type(err).__name__, err)
+        return []
+    notes = []
+    for r in runs:
+        try:
+            owner = ProcessOwner.from_dict(json.loads(r.data.tags.get(RUN_OWNER_TAG) or "null") or {})
+        except ValueError:
+            continue
+        if owner is None or owner.is_gone() is not True:
+            continue
+        why = f"its process ({owner.describe()}) is gone"
+        try:
+            client.set_tag(r.info.run_id, "mlops_ray.failed_reason", f"marked FAILED by a later run: {why}")
+            client.set_terminated(r.info.run_id, status="FAILED")
+        except Exception as err:
+            log.warning("could not mark run %s FAILED: %s: %s", r.info.run_id, type(err).__name__, err)
+            continue
+        notes.append(f"marked run {r.info.run_id} ({r.info.run_name}) FAILED: it was RUNNING but {why}")
+    for n in notes:
+        log.warning(n)
+    return notes
+
+
 @contextmanager
 def run(ctx, run_name: str, *, nested: bool = False, tags: dict | None = None) -> Iterator[Any]:
-    """An MLflow run in ``ctx``'s store and experiment; the fluent log functions below write to it."""
+    """An MLflow run in ``ctx``'s store and experiment; the fluent log functions below write to it.
+
+    The run is tagged with this process (host, pid); a top-level run first marks runs left
+    RUNNING by killed processes on this host as FAILED (:func:`fail_dead_runs`).
+    """
     import mlflow
 
+    if not nested:
+        fail_dead_runs(ctx.client, ctx.experiment_id)
+    all_tags = {**owner_tags(), **(tags or {})}
     with scope(ctx.tracking_uri):
-        with mlflow.start_run(run_name=run_name, nested=nested, tags=tags or {}, experiment_id=ctx.experiment_id) as r:
+        with mlflow.start_run(run_name=run_name, nested=nested, tags=all_tags, experiment_id=ctx.experiment_id) as r:
             yield r
 
 
@@ -329,11 +399,21 @@ def alias_history(client, name: str) -> list[dict[str, Any]]:
 
 
 def move_alias(client, name: str, alias: str, version: str | int, *, action: str, reason: str) -> dict:
-    """Point ``alias`` at ``version`` and append a history event (who/what/when/why, from->to)."""
+    """Point ``alias`` at ``version`` and append a history event (who/what/when/why, from->to).
+
+    Runs under the model's registry lock (re-entrant: callers that gate first hold it already),
+    so the event's sequence number is allocated exactly once and ``from_version`` is the
+    version the alias really pointed at when it moved.
+    """
+    with registry_lock(client, name, purpose=f"move alias {alias!r} to v{version} ({action})"):
+        return _move_alias_locked(client, name, alias, version, action=action, reason=reason)
+
+
+def _move_alias_locked(client, name: str, alias: str, version: str | int, *, action: str, reason: str) -> dict:
     import getpass
 
     prev = alias_version(client, name, alias)
-    seq = len(alias_history(client, name)) + 1
+    seq = max((int(e["seq"]) for e in alias_history(client, name)), default=0) + 1
     event = {
         "seq": seq,
         "alias": alias,
@@ -364,3 +444,223 @@ def aliases_by_version(client, name: str) -> dict[str, list[str]]:
 
 def list_versions(client, name: str) -> list:
     return sorted(client.search_model_versions(f"name='{name}'"), key=lambda v: int(v.version))
+
+
+# ------------------------------------------------------------------- registry lock
+_held = threading.local()  # (registry uri, model) -> depth, per thread: the lock is re-entrant
+
+
+def lock_name(name: str) -> str:
+    """The registered model whose existence means "``name``'s registry lock is held"."""
+    return f"{name}{LOCK_SUFFIX}"
+
+
+@dataclass(frozen=True)
+class LockRecord:
+    """Who holds a registry lock (read back from the lock model's tag)."""
+
+    token: str | None
+    purpose: str
+    owner: ProcessOwner | None
+    acquired: float
+    expires: float
+
+    @classmethod
+    def new(cls, purpose: str, lease_s: float) -> "LockRecord":
+        now = time.time()
+        return cls(uuid.uuid4().hex, purpose, ProcessOwner.current(), now, now + lease_s)
+
+    def to_tag(self) -> str:
+        return json.dumps(
+            {
+                "token": self.token,
+                "purpose": self.purpose,
+                "owner": self.owner.to_dict() if self.owner else None,
+                "acquired": self.acquired,
+                "expires": self.expires,
+            }
+        )
+
+    @classmethod
+    def from_tags(cls, tags: dict[str, str]) -> "LockRecord":
+        try:
+            d = json.loads(tags[LOCK_TAG])
+            return cls(
+                str(d["token"]),
+                str(d.get("purpose", "?")),
+                ProcessOwner.from_dict(d.get("owner") or {}),
+                float(d["acquired"]),
+                float(d["expires"]),
+            )
+        except (KeyError, TypeError, ValueError):  # not written by mlops-ray: never broken automatically
+            return cls(None, "unknown (no mlops-ray lock record)", None, 0.0, float("inf"))
+
+    def breakable(self, now: float) -> str | None:
+        """Why this lock may be taken from its holder now, or None."""
+        if self.token is None:
+            return None
+        if self.owner is not None and self.owner.is_gone() is True:
+            return f"its holder ({self.owner.describe()}, {self.purpose}) is gone"
+        if now > self.expires:
+            who = self.owner.describe() if self.owner else "unknown"
+            return f"its lease expired at {_iso(self.expires)} (holder {who}, {self.purpose})"
+        return None
+
+    def describe(self) -> str:
+        who = self.owner.describe() if self.owner else "an unknown process"
+        if self.token is None:
+            return f"a registered model that is not an mlops-ray lock record ({who})"
+        return f"{self.purpose} by {who} since {_iso(self.acquired)} (lease until {_iso(self.expires)})"
+
+
+def _iso(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t)) if t != float("inf") else "never"
+
+
+def _read_lock(client, lname: str) -> LockRecord | None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return LockRecord.from_tags(client.get_registered_model(lname).tags or {})
+    except MlflowException as err:
+        if is_not_found(err):
+            return None
+        raise
+
+
+def _delete_model(client, lname: str) -> None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.delete_registered_model(lname)
+    except MlflowException as err:
+        if not is_not_found(err):
+            raise
+
+
+def _transient(err: Exception) -> bool:
+    """A store error worth retrying (SQLite busy with a concurrent writer)."""
+    text = str(err).lower()
+    return "database is locked" in text or "database table is locked" in text
+
+
+def _try_create(client, lname: str, record: LockRecord, description: str) -> bool:
+    """Create the lock model: True = created (lock held), False = it exists already (or the store was busy)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.create_registered_model(lname, tags={LOCK_TAG: record.to_tag()}, description=description)
+        return True
+    except MlflowException as err:
+        # RESOURCE_DOES_NOT_EXIST: it existed, and was deleted while the store built the "exists" error.
+        if getattr(err, "error_code", "") in ("RESOURCE_ALREADY_EXISTS", "RESOURCE_DOES_NOT_EXIST") or _transient(err):
+            return False
+        raise TrackingError(f"cannot take registry lock {lname!r}: {type(err).__name__}: {err}") from None
+    except Exception as err:
+        if _transient(err):
+            return False
+        raise TrackingError(f"cannot take registry lock {lname!r}: {type(err).__name__}: {err}") from None
+
+
+def _break_lock(client, lname: str, stale: LockRecord, why: str) -> None:
+    """Delete ``lname`` if it still holds ``stale``; breakers are serialized by ``<lname>.break``."""
+    breaker = f"{lname}.break"
+    if not _try_create(client, breaker, LockRecord.new(f"breaking {lname}", BREAK_LEASE_S), "mlops-ray lock breaker"):
+        other = _read_lock(client, breaker)
+        if other is not None and other.breakable(time.time()):  # a breaker died mid-break
+            _delete_model(client, breaker)
+        return
+    try:
+        current = _read_lock(client, lname)
+        if current is not None and current.token == stale.token:
+            _delete_model(client, lname)
+            log.warning("broke registry lock %r: %s", lname, why)
+    finally:
+        _delete_model(client, breaker)
+
+
+@contextmanager
+def registry_lock(
+    client,
+    name: str,
+    *,
+    purpose: str,
+    lease_s: float = LOCK_LEASE_S,
+    wait_s: float = LOCK_WAIT_S,
+) -> Iterator[None]:
+    """Hold model ``name``'s registry lock for a block (see the module docstring); re-entrant per thread.
+
+    Raises:
+        RegistryLockedError: another holder kept it for ``wait_s`` seconds (names the holder).
+        TrackingError: the store refused the lock operations.
+    """
+    key = (str(getattr(client, "_registry_uri", id(client))), name)
+    depth: dict = _held.__dict__.setdefault("depth", {})
+    if depth.get(key):
+        depth[key] += 1
+        try:
+            yield
+        finally:
+            depth[key] -= 1
+        return
+    token = _acquire(client, name, purpose, lease_s, wait_s)
+    depth[key] = 1
+    try:
+        yield
+    finally:
+        depth.pop(key, None)
+        _release(client, lock_name(name), token)
+
+
+def _acquire(client, name: str, purpose: str, lease_s: float, wait_s: float) -> str:
+    lname = lock_name(name)
+    description = (
+        f"mlops-ray registry lock of model {name!r}: exists only while a promotion, rollback or alias move "
+        f"runs. Delete it only if its holder (tag {LOCK_TAG}) is gone."
+    )
+    start, delay = time.monotonic(), 0.02
+    while True:
+        record = LockRecord.new(purpose, lease_s)
+        if _try_create(client, lname, record, description):
+            return record.token
+        try:
+            holder = _read_lock(client, lname)
+        except Exception as err:
+            if not _transient(err):
+                raise TrackingError(f"cannot read registry lock {lname!r}: {type(err).__name__}: {err}") from None
+            holder = None
+        if holder is not None:
+            why = holder.breakable(time.time())
+            if why:
+                _break_lock(client, lname, holder, why)
+                continue
+        waited = time.monotonic() - start
+        if waited >= wait_s:
+            held = holder.describe() if holder is not None else "another process"
+            raise RegistryLockedError(
+                f"model {name!r} is busy: could not take its registry lock for {purpose} within {wait_s:.0f} s; "
+                f"held by {held}. Try again later; if that process is gone, the lock is released when its lease "
+                f"ends, or delete the registered model {lname!r} (MLflow UI or API) to release it now"
+            )
+        time.sleep(min(delay, wait_s - waited) * random.uniform(0.5, 1.0))
+        delay = min(delay * 2, 0.5)
+
+
+def _release(client, lname: str, token: str) -> None:
+    for attempt in range(20):
+        try:
+            holder = _read_lock(client, lname)
+            if holder is None or holder.token != token:
+                log.warning(
+                    "registry lock %r was taken from this process while held (lease of %s s exceeded?)",
+                    lname,
+                    LOCK_LEASE_S,
+                )
+                return
+            _delete_model(client, lname)
+            return
+        except Exception as err:  # never mask the block's own outcome; the lease frees the lock later
+            if not _transient(err) or attempt == 19:
+                log.warning("could not release registry lock %r: %s: %s", lname, type(err).__name__, err)
+                return
+            time.sleep(0.05 * (attempt + 1))

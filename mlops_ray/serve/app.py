@@ -7,17 +7,18 @@ Each replica loads the version behind the alias, polls the registry every
 ``poll_interval_s`` (or on ``reconfigure``/``/reload``) and swaps in a new version
 only after it is fully loaded, so no request fails during a promotion or rollback and
 every response names the version that produced it. Requests are validated before
-they reach the model (400 malformed JSON, 413 too large, 422 with every bad field),
-preprocessed per request, and scored in micro-batches (``@serve.batch``) with one
-``inplace_predict`` on the stacked matrix.
+they reach the model (:mod:`mlops_ray.serve.http_api`: 400 not JSON or not UTF-8, 413 too
+large, counted while the body streams, 415 not JSON, 422 with every bad field; no input
+gives a 500), preprocessed per request, and scored in micro-batches (``@serve.batch``) with
+one ``inplace_predict`` on the stacked matrix. A 500 logs one line with its request id
+(rate-limited; a traceback once per exception type). ``/health`` says "degraded" while the
+registry cannot be read and the replica keeps serving the model it has.
 """
 
 import asyncio
-import json
 import logging
 import os
 import time
-import uuid
 from typing import Any
 
 import numpy as np
@@ -27,8 +28,16 @@ from pydantic import BaseModel, ConfigDict
 from ray import serve
 
 from mlops_ray.config import ServeSettings
+from mlops_ray.errors import ModelVersionNotFoundError
+from mlops_ray.serve import health as health_mod
+from mlops_ray.serve.errorlog import ErrorLogLimiter
+from mlops_ray.serve.http_api import Scored, handle_scoring
 from mlops_ray.serve.model_store import LoadedModel, load_version, resolve_version
-from mlops_ray.serve.schema import RequestError, mlflow_payload_to_records, records_to_table
+from mlops_ray.serve.schema import (
+    INVOCATIONS_REQUEST_SCHEMA,
+    PREDICT_REQUEST_SCHEMA,
+    openapi_json_body,
+)
 
 log = logging.getLogger("mlops_ray.serve")
 DEPLOYMENT = "ModelServer"
@@ -51,7 +60,12 @@ def _error(status: int, detail: Any) -> JSONResponse:
     ray_actor_options={"num_cpus": 0.5},
     max_ongoing_requests=64,
     logging_config={"enable_access_log": False},
-    health_check_period_s=5,
+    # A hung replica is replaced within ~10 s; a stopping one drains for at most 5 s (a killed one
+    # is noticed at once through its actor's death, and HAProxy re-dispatches new connections).
+    health_check_period_s=2,
+    health_check_timeout_s=8,
+    graceful_shutdown_wait_loop_s=0.5,
+    graceful_shutdown_timeout_s=5,
 )
 @serve.ingress(api)
 class ModelServer:
@@ -64,12 +78,16 @@ class ModelServer:
         self.current: LoadedModel | None = None
         self._reload_lock = asyncio.Lock()
         self._last_error: str | None = None
+        self._registry = health_mod.RegistryWatch()  # the latest registry check, for /health
+        self._errlog = ErrorLogLimiter()  # 5xx: one line per second at most, a traceback once per type
         self._init_metrics()
         self._apply_batching(settings)
         try:
             self.current = self._load_now()
+            self._registry.ok(time.time())
         except Exception as err:  # serve /health as 503 and keep trying instead of crash-looping
             self._last_error = f"{type(err).__name__}: {err}"
+            self._registry.failed(health_mod.UNREACHABLE, self._last_error, time.time())
             log.warning("no model loaded yet: %s", self._last_error)
         self._poller = asyncio.get_event_loop().create_task(self._poll())
 
@@ -111,24 +129,42 @@ class ModelServer:
             s = self.settings
             try:
                 version = await asyncio.to_thread(resolve_version, self.client, s.model_name, s.alias, s.version)
-                if self.current is not None and version == self.current.version:
-                    return False
+            except Exception as err:
+                kind = health_mod.NOT_FOUND if isinstance(err, ModelVersionNotFoundError) else health_mod.UNREACHABLE
+                self._check_failed(kind, err)
+                return False
+            if self.current is not None and version == self.current.version:
+                self._check_ok()
+                return False
+            try:
                 loaded = await asyncio.to_thread(
                     load_version, self.client, s.tracking_uri, s.model_name, version, s.alias
                 )
             except Exception as err:
-                self._last_error = f"{type(err).__name__}: {err}"
-                log.warning(
-                    "model check failed (keeping %s): %s",
-                    self.current.version if self.current else "none",
-                    self._last_error,
-                )
+                self._check_failed(health_mod.LOAD_FAILED, err)
                 return False
             previous = self.current.version if self.current else None
             self.current = loaded  # atomic swap; in-flight requests keep their own reference
-            self._last_error = None
+            self._check_ok()
             log.info("serving %s v%s (was v%s)", s.model_name, loaded.version, previous)
             return True
+
+    def _check_ok(self) -> None:
+        if self._registry.error is not None:
+            log.info("registry check succeeded again (was %s)", self._registry.error)
+        self._registry.ok(time.time())
+        self._last_error = None
+
+    def _check_failed(self, kind: str, err: Exception) -> None:
+        self._last_error = f"{type(err).__name__}: {err}"
+        previous = self._registry.error
+        self._registry.failed(kind, self._last_error, time.time())
+        if self._registry.error != previous:  # log changes, not every poll of an outage
+            log.warning(
+                "registry check failed (keeping %s): %s",
+                self.current.version if self.current else "none",
+                self._registry.error,
+            )
 
     async def _poll(self) -> None:
         while True:
@@ -161,91 +197,76 @@ class ModelServer:
                 start += len(x)
         return out
 
-    async def _read_json(self, request: Request):
-        limit = self.settings.max_body_bytes
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > limit:
-            return None, _error(413, f"request body of {declared} bytes exceeds the limit of {limit} bytes")
-        body = await request.body()
-        if len(body) > limit:
-            return None, _error(413, f"request body of {len(body)} bytes exceeds the limit of {limit} bytes")
-        try:
-            return json.loads(body), None
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            return None, _error(400, f"malformed JSON: {err}")
-
-    async def _run(self, route: str, request: Request, extract):
+    async def _run(self, route: str, request: Request) -> Scored:
+        """Read, validate and score one request (:func:`~mlops_ray.serve.http_api.handle_scoring`), with metrics."""
         t0 = time.perf_counter()
         model = self.current
         version = model.version if model else "none"
-        status = 200
+        status = 500
         try:
-            if model is None:
-                status = 503
-                return _error(503, f"no model loaded: {self._last_error}")
-            payload, err = await self._read_json(request)
-            if err is not None:
-                status = err.status_code
-                return err
-            try:
-                records = extract(payload)
-                table = records_to_table(records, model.schema, loc=("records",) if route == "/predict" else ("rows",))
-            except RequestError as e:
-                status = 422
-                return _error(422, e.errors)
-            x = model.transform(table)
-            scores = await self._score_batch((model, x))
-            self.m_rows.inc(len(x), tags={"model_version": version})
-            return model, scores
-        except Exception as err:  # never leak a traceback; count it
-            status = 500
-            log.exception("unexpected error on %s", route)
-            return _error(500, f"internal error: {type(err).__name__}")
+            out = await handle_scoring(
+                request,
+                route,
+                model,
+                limit=self.settings.max_body_bytes,
+                score=lambda m, x: self._score_batch((m, x)),
+                limiter=self._errlog,
+                logger=log,
+                unavailable=f"no model loaded: {self._last_error}",
+            )
+            status = out.status
+            if out.response is None:
+                self.m_rows.inc(out.rows, tags={"model_version": version})
+            return out
         finally:
             self.m_requests.inc(tags={"route": route, "status": str(status), "model_version": version})
             self.m_latency.observe((time.perf_counter() - t0) * 1000, tags={"route": route, "model_version": version})
 
     # ------------------------------------------------------------------- routes
-    @api.post("/predict", summary="Score records", response_description="predictions, probabilities, model")
+    @api.post(
+        "/predict",
+        summary="Score records",
+        response_description="predictions, probabilities, model",
+        openapi_extra=openapi_json_body(PREDICT_REQUEST_SCHEMA),
+    )
     async def predict(self, request: Request):
-        """Body: `{"records": [{feature: value, ...}, ...]}`. Unknown categories and nulls are handled as in
-        training. Errors: 400 malformed JSON, 413 body too large, 422 with each bad field and record index."""
-
-        def extract(payload):
-            if not isinstance(payload, dict) or "records" not in payload:
-                raise RequestError([{"loc": ["body", "records"], "msg": 'field required: {"records": [...]}'}])
-            extra = sorted(set(payload) - {"records"})
-            if extra:
-                raise RequestError([{"loc": ["body", k], "msg": "unknown field"} for k in extra])
-            return payload["records"]
-
-        res = await self._run("/predict", request, extract)
-        if isinstance(res, JSONResponse):
-            return res
-        model, scores = res
+        """Body: `{"records": [{feature: value, ...}, ...]}` (Content-Type application/json, UTF-8). Unknown
+        categories and nulls are handled as in training. Errors: 400 not JSON or not UTF-8, 413 body too large,
+        415 not application/json, 422 with each bad field and record index."""
+        out = await self._run("/predict", request)
+        if out.response is not None:
+            return out.response
+        model = out.model
         return {
-            **model.prediction(scores).to_json(),
+            **model.prediction(out.scores).to_json(),
             "model": {"name": model.name, "version": model.version, "run_id": model.run_id},
-            "request_id": uuid.uuid4().hex,
+            "request_id": out.request_id,
         }
 
-    @api.post("/invocations", summary="MLflow scoring-server compatible")
+    @api.post(
+        "/invocations",
+        summary="MLflow scoring-server compatible",
+        openapi_extra=openapi_json_body(INVOCATIONS_REQUEST_SCHEMA),
+    )
     async def invocations(self, request: Request):
         """Accepts `dataframe_split`, `dataframe_records`, `instances` or `inputs`; answers
         `{"predictions": [{"prediction": ..., "probability": ...}, ...]}` like `mlflow models serve`."""
-        res = await self._run("/invocations", request, lambda p: mlflow_payload_to_records(p)[0])
-        if isinstance(res, JSONResponse):
-            return res
-        model, scores = res
+        out = await self._run("/invocations", request)
+        if out.response is not None:
+            return out.response
+        model, scores = out.model, out.scores
         return JSONResponse(
             {"predictions": model.prediction(scores).records()}, headers={"x-model-version": model.version}
         )
 
-    @api.get("/health", summary="Ready when a model is loaded")
+    @api.get("/health", summary="Ready when a model is loaded; degraded while the registry cannot be read")
     async def health(self):
-        if self.current is None:
-            return _error(503, f"no model loaded: {self._last_error}")
-        return {"status": "ok", "model_version": self.current.version}
+        """200 `{"status": "ok"}` or `{"status": "degraded", "registry": "unreachable: ..."}` (still serving the
+        loaded version) once a model is loaded; 503 before."""
+        status, body = health_mod.health(
+            self.current.version if self.current else None, self._last_error, self._registry, time.time()
+        )
+        return JSONResponse(status_code=status, content=body)
 
     @api.get("/model", summary="The model being served")
     async def model_info(self):

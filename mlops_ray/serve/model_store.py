@@ -45,6 +45,11 @@ class LoadedModel:
             "loaded_at": self.loaded_at,
         }
 
+    @property
+    def feature_names(self) -> list[str]:
+        """Names of the columns of :meth:`transform`'s matrix."""
+        return self.model.preprocessor.feature_names
+
     def transform(self, table: pa.Table) -> np.ndarray:
         return self.model.preprocessor.transform(table)
 

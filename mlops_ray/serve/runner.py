@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import os
 import signal
 import threading
 import time
 import uuid
+from pathlib import Path
 
 import httpx
 
@@ -32,8 +35,29 @@ def wait_healthy(url: str, timeout_s: float = 120.0) -> dict:
     raise TimeoutError(f"service at {url} not healthy after {timeout_s:.0f}s: {last}")
 
 
+def service_record(ctx, cfg) -> Path:
+    """Where a running ``mlops-ray serve`` records its cluster, so later commands find *that* cluster."""
+    return ctx.workspace.root / "run" / f"serve-{cfg.serve.port}.json"
+
+
+def _check_port_free(host: str, port: int) -> None:
+    import socket
+
+    from mlops_ray.errors import ServiceError
+
+    with socket.socket() as s:
+        try:
+            s.bind((host, port))
+        except OSError as err:
+            raise ServiceError(
+                f"serve.port {port} on {host} is in use ({err.strerror}); another service holds it: "
+                "stop it or give this one another serve.port"
+            ) from None
+
+
 def start_service(ctx, cfg, *, timeout_s: float = 180.0) -> str:
     """Deploy the app on the current (or a new local) Ray cluster; returns the base URL once healthy."""
+    import ray
     from ray import serve
 
     from mlops_ray.errors import ModelVersionNotFoundError
@@ -46,22 +70,42 @@ def start_service(ctx, cfg, *, timeout_s: float = 180.0) -> str:
             f"model {cfg.registry.model_name!r} has no '{cfg.serve.model_alias}' version "
             "to serve; train and promote one first (mlops-ray train / promote)"
         )
+    _check_port_free(cfg.serve.host, cfg.serve.port)
     ensure_ray()
     serve.start(http_options={"host": cfg.serve.host, "port": cfg.serve.port})
     serve.run(build_from_config(ctx, cfg), name=APP_NAME, route_prefix="/", blocking=False)
     url = service_url(cfg)
     wait_healthy(url, timeout_s)
+    rec = service_record(ctx, cfg)
+    rec.parent.mkdir(parents=True, exist_ok=True)
+    rec.write_text(
+        json.dumps({"gcs_address": ray.get_runtime_context().gcs_address, "pid": os.getpid(), "url": url}, indent=1)
+    )
     return url
 
 
 def reload_service(ctx, cfg) -> None:
-    """Make every replica check the registry now (a user_config change reconfigures replicas in place)."""
+    """Make every replica of the running service check the registry now (a user_config change
+    reconfigures replicas in place). Joins the cluster that ``mlops-ray serve`` recorded for this
+    config's port in the workspace, never "whatever cluster the host has"."""
+    import psutil
     from ray import serve
 
+    from mlops_ray.errors import ServiceError
     from mlops_ray.ray_runtime import ensure_ray
     from mlops_ray.serve.app import build_from_config
 
-    ensure_ray(address="auto")
+    rec_path = service_record(ctx, cfg)
+    if not rec_path.is_file():
+        raise ServiceError(
+            f"no running service recorded for port {cfg.serve.port} in {ctx.workspace.root} "
+            f"(start one with: mlops-ray serve --config FILE)"
+        )
+    rec = json.loads(rec_path.read_text())
+    if not psutil.pid_exists(int(rec["pid"])):
+        rec_path.unlink(missing_ok=True)
+        raise ServiceError(f"the service recorded for port {cfg.serve.port} (pid {rec['pid']}) is not running")
+    ensure_ray(address=rec["gcs_address"])
     serve.run(
         build_from_config(ctx, cfg, reload_token=uuid.uuid4().hex), name=APP_NAME, route_prefix="/", blocking=False
     )
@@ -74,22 +118,64 @@ def stop_service() -> None:
     serve.shutdown()
 
 
-def serve_forever(ctx, cfg, echo=print) -> None:
-    """Run the service in the foreground until Ctrl-C or SIGTERM, then shut down what we started."""
+def _hard_exit(code: int = 130) -> None:
+    """Second signal during shutdown: end everything this process started, now."""
+    import psutil
+
+    from mlops_ray.ray_runtime import kill_own_haproxy
+
+    for child in psutil.Process().children(recursive=True):
+        try:
+            child.kill()
+        except psutil.Error:
+            pass
+    kill_own_haproxy()
+    os._exit(code)
+
+
+def serve_forever(ctx, cfg, echo=print, *, shutdown_timeout_s: float = 4.0) -> None:
+    """Run the service in the foreground until Ctrl-C or SIGTERM, then shut down what we started.
+
+    The first signal starts a shutdown bounded by ``shutdown_timeout_s`` (then the cluster is
+    ended regardless); a second signal ends everything at once. HAProxy, raylet and workers
+    never outlive this process (see :mod:`mlops_ray.ray_runtime`).
+    """
     import ray
 
+    from mlops_ray.ray_runtime import ensure_ray, kill_own_haproxy
+
     stop = threading.Event()
+
+    def on_signal(*_):
+        if stop.is_set():
+            _hard_exit()
+        stop.set()
+
     # Handlers first (after ray.init, which installs its own): a signal during start-up still
     # ends in the clean shutdown below.
-    from mlops_ray.ray_runtime import ensure_ray
-
     ensure_ray()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    url = start_service(ctx, cfg)
-    echo(f"serving {cfg.registry.model_name}@{cfg.serve.model_alias} at {url}  (docs: {url}/docs; Ctrl-C to stop)")
-    while not stop.is_set():
-        stop.wait(1.0)
-    echo("shutting down ...")
-    stop_service()
-    ray.shutdown()
+        signal.signal(sig, on_signal)
+    try:
+        url = start_service(ctx, cfg)
+        echo(f"serving {cfg.registry.model_name}@{cfg.serve.model_alias} at {url}  (docs: {url}/docs; Ctrl-C to stop)")
+        while not stop.wait(0.2):
+            pass
+        echo("shutting down ...")
+        t0 = time.monotonic()
+        t = threading.Thread(target=_stop_serve, daemon=True)
+        t.start()
+        t.join(shutdown_timeout_s)
+    finally:
+        service_record(ctx, cfg).unlink(missing_ok=True)
+        ray.shutdown()
+        kill_own_haproxy()
+    echo(f"stopped in {time.monotonic() - t0:.1f}s")
+
+
+def _stop_serve() -> None:
+    """Serve's own shutdown (drains in-flight requests, stops replicas and HAProxy); it deletes the
+    application too, which an explicit ``serve.delete`` first only made slower (3 s idle)."""
+    from ray import serve
+
+    serve.shutdown()

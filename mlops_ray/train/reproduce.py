@@ -57,6 +57,7 @@ def reproduce_run(ctx, run_id: str, *, allow_code_change: bool = False) -> Compa
             f"snapshot {tags['snapshot_id']} used by run {run_id} is gone from the workspace; "
             "re-prepare the exact same source data and split spec to restore it"
         ) from None
+    snap.verify()  # SnapshotCorruptError: the data the run saw has changed since
     notes = []
     now = tracking.code_version()
     if now["code_digest"] != tags.get("code_digest"):

@@ -185,10 +185,15 @@ def train_model(
     plan: ExecutionPlan | None = None,
     tags: dict | None = None,
 ) -> Candidate:
-    """Train the configured model on ``snapshot``, log it to MLflow and (by default) register it."""
+    """Train the configured model on ``snapshot``, log it to MLflow and (by default) register it.
+
+    Raises:
+        SnapshotCorruptError: the snapshot's files differ from its manifest (checked before training).
+    """
     from mlops_ray.ray_runtime import ensure_ray
 
     ctx.client  # noqa: B018 - fail fast on an unusable tracking store, before any training
+    check = snapshot.verify()
     ensure_ray()
     plan = plan or plan_for(cfg, execution)
     run_name = run_name or f"train-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
@@ -210,7 +215,7 @@ def train_model(
         from mlops_ray.train.cv import cross_validate
 
         cv = cross_validate(cfg, snapshot, cfg.model.cv_folds, plan.nthread, param_overrides)
-    extra: dict[str, Any] = {"train_seconds": fitted.seconds}
+    extra: dict[str, Any] = {"train_seconds": fitted.seconds, "snapshot_check": check.describe()}
     with tracking.run(ctx, run_name) as r:
         model_uri = log_candidate(
             cfg,
@@ -219,7 +224,11 @@ def train_model(
             fitted=fitted,
             plan=plan,
             evaluation=evaluation,
-            tags={"param_overrides": json.dumps(param_overrides or {}), **(tags or {})},
+            tags={
+                "param_overrides": json.dumps(param_overrides or {}),
+                "snapshot_check": check.describe(),
+                **(tags or {}),
+            },
         )
         tracking.log_metrics({"train_seconds": fitted.seconds})
         if cv:

@@ -235,6 +235,7 @@ def tune_model(ctx, cfg, snapshot, *, register: bool = True):
     if not parsed:
         raise ConfigError("tune.search_space is empty: add at least one parameter to search")
     ctx.client  # noqa: B018 - fail fast on an unusable tracking store
+    snapshot.verify()  # SnapshotCorruptError before any trial starts
     ensure_ray()
     plan = plan_for(cfg, "local")
     total_cpus = int(sum(alive_node_cpus()))

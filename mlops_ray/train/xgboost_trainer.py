@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mlops_ray.errors import MlopsRayError, TrainingError
 from mlops_ray.train.execution import ExecutionPlan
 
 HISTORY = "history.json"
@@ -85,10 +86,50 @@ def _checkpoint_callback(frequency: int):
     return CheckpointOnlyReportCallback(frequency=frequency, checkpoint_at_end=True)
 
 
+def xgboost_problem(err: BaseException) -> str:
+    """The first line of an XGBoostError's message, without XGBoost's ``[time] file:line:`` prefix."""
+    import re
+
+    text = str(err).strip().split("\nStack trace", 1)[0]
+    lines = [re.sub(r"^\[[0-9:]+\] [^ ]+:[0-9]+: ", "", ln).strip() for ln in text.splitlines() if ln.strip()]
+    return (lines[0] if lines else type(err).__name__)[:500]
+
+
+def training_failure(err: BaseException) -> MlopsRayError | None:
+    """The typed error behind a failed fit (also inside Ray Train's wrappers), or None.
+
+    Walks causes, Ray's ``cause`` and Ray Train's ``worker_failures`` / ``controller_failure``:
+    an :class:`MlopsRayError` raised in a worker comes back as itself, an ``XGBoostError`` (a
+    parameter XGBoost rejects, e.g. an unknown value of a passed-through ``model.params`` key)
+    as a :class:`TrainingError`.
+    """
+    seen: set[int] = set()
+    todo: list[BaseException] = [err]
+    while todo:
+        e = todo.pop(0)
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        inner = getattr(e, "cause", None)
+        if isinstance(e, MlopsRayError):
+            return inner if isinstance(inner, MlopsRayError) else e
+        if type(e).__name__ == "XGBoostError":
+            return TrainingError(f"XGBoost rejected the training parameters: {xgboost_problem(e)}; check model.params")
+        nxt = [inner, e.__cause__, e.__context__, getattr(e, "controller_failure", None), getattr(e, "_base_exc", None)]
+        failures = getattr(e, "worker_failures", None)
+        if isinstance(failures, dict):
+            nxt += list(failures.values())
+        todo += [x for x in nxt if isinstance(x, BaseException)]
+    return None
+
+
 def boost(config: dict, dtrain, dvalid, rounds: int, history: dict, start_model=None, callbacks=()):
     """The one XGBoost call shared by Train workers, local mode and Tune trials.
 
     Early stopping (if configured) runs first so that later callbacks see the best model.
+
+    Raises:
+        TrainingError: XGBoost rejected the parameters (its message, without its stack trace).
     """
     import xgboost as xgb
 
@@ -107,16 +148,21 @@ def boost(config: dict, dtrain, dvalid, rounds: int, history: dict, start_model=
     # Evaluating the train set every round costs a full prediction pass plus an AUC sort
     # (it doubled training time at 1M rows); only done when asked for.
     evals = ([(dtrain, "train")] if config.get("eval_train") else []) + [(dvalid, "valid")]
-    return xgb.train(
-        config["params"],
-        dtrain,
-        num_boost_round=rounds,
-        evals=evals,
-        evals_result=history,
-        xgb_model=start_model,
-        callbacks=cbs,
-        verbose_eval=False,
-    )
+    try:
+        return xgb.train(
+            config["params"],
+            dtrain,
+            num_boost_round=rounds,
+            evals=evals,
+            evals_result=history,
+            xgb_model=start_model,
+            callbacks=cbs,
+            verbose_eval=False,
+        )
+    except xgb.core.XGBoostError as err:
+        raise TrainingError(
+            f"XGBoost rejected the training parameters: {xgboost_problem(err)}; check model.params"
+        ) from None
 
 
 def make_dmatrix(data, feature_names, nthread: int):
@@ -243,7 +289,13 @@ def fit_xgboost(
         ),
     )
     t0 = time.perf_counter()
-    trainer.fit()
+    try:
+        trainer.fit()
+    except Exception as err:
+        typed = training_failure(err)
+        if typed is None:
+            raise
+        raise typed from None
     seconds = time.perf_counter() - t0
     booster = xgb.Booster()
     booster.load_model(str(output_dir / MODEL_FILE))

@@ -6,17 +6,24 @@ the happy path is pinned by the Arrow table it returns.
 
 from __future__ import annotations
 
+import json
 import math
 
+import numpy as np
 import pyarrow as pa
 import pytest
 
 from mlops_ray.serve.schema import (
     MAX_ERRORS,
     FeatureSchema,
+    NumberOutOfRange,
     RequestError,
+    check_finite,
+    json_safe,
     mlflow_payload_to_records,
+    predict_payload_to_records,
     records_to_table,
+    show,
 )
 
 SCHEMA = FeatureSchema(numeric=("age", "income"), categorical=("city",), passthrough=("id",))
@@ -264,16 +271,98 @@ def test_error_list_is_capped_within_a_single_record():
     assert errs[-1] == {"loc": ["records", 0, f"k{MAX_ERRORS - 1:03d}"], "msg": "unknown field (not a model feature)"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=OverflowError,
-    reason="bug: a JSON integer too large for float64 (e.g. 1 followed by 400 zeros) passes "
-    "_check_number and float(v) raises OverflowError (-> HTTP 500, not 422)",
-)
 def test_integer_too_large_for_float_is_a_request_error():
     (err,) = _errors([_rec(income=10**400)])
     assert err["loc"] == ["records", 0, "income"]
     assert "number" in err["msg"]
+
+
+def test_integer_beyond_pythons_digit_limit_is_a_request_error():
+    # repr() of an int of more than 4300 digits raises ValueError: the message must not call it
+    (err,) = _errors([_rec(income=10**5000, city=10**5000)])[:1]
+    assert err["loc"] == ["records", 0, "income"] and "out of range" in err["msg"]
+    errs = _errors([_rec(city=10**5000)])
+    assert errs == [
+        {"loc": ["records", 0, "city"], "msg": "expected a string or null, got an integer of about 5001 digits"}
+    ]
+
+
+@pytest.mark.parametrize("text", ["1e400", "-1" + "0" * 400, "1" + "0" * 5000])
+def test_number_out_of_range_from_the_parser_is_a_request_error(text):
+    (err,) = _errors([_rec(age=NumberOutOfRange(text))])
+    assert err["loc"] == ["records", 0, "age"]
+    assert err["msg"].startswith("number out of range") and len(err["msg"]) < 150
+    (err,) = _errors([_rec(city=NumberOutOfRange(text))])
+    assert err["loc"] == ["records", 0, "city"] and err["msg"].startswith("expected a string or null, got ")
+
+
+@pytest.mark.parametrize("value", ["\ud800", "a\udfffb", "ok \udc80"])
+def test_lone_surrogate_in_a_category_is_a_request_error(value):
+    (err,) = _errors([_rec(city=value)])
+    assert err["loc"] == ["records", 0, "city"]
+    assert err["msg"].startswith("not valid Unicode: lone surrogate")
+    assert json_safe(err)["msg"].encode("utf-8")  # the message itself is valid Unicode
+
+
+def test_lone_surrogate_as_a_key_is_an_unknown_field_and_serialisable():
+    errs = _errors([_rec(**{"\ud800": 1})])
+    assert errs == [{"loc": ["records", 0, "\ud800"], "msg": "unknown field (not a model feature)"}]
+    safe = json_safe(errs)
+    assert safe == [{"loc": ["records", 0, "\\ud800"], "msg": "unknown field (not a model feature)"}]
+    assert json.dumps(safe, ensure_ascii=False).encode("utf-8")
+
+
+def test_value_nested_1000_deep_gives_a_bounded_message():
+    deep: list = []
+    cur = deep
+    for _ in range(1000):
+        cur.append([])
+        cur = cur[0]
+    errs = _errors([_rec(age=deep, city=deep)])
+    assert errs == [
+        {"loc": ["records", 0, "age"], "msg": "expected a number or null, got [[[[...]]]]"},
+        {"loc": ["records", 0, "city"], "msg": "expected a string or null, got [[[[...]]]]"},
+    ]
+
+
+def test_show_is_bounded_for_any_value():
+    assert show([1]) == "[1]" and show("abc") == "'abc'"
+    assert len(show(list(range(10_000)))) < 100
+    assert len(show("x" * 10_000)) <= 200
+    assert show(10**5000) == "an integer of about 5001 digits"
+
+
+def test_json_safe_leaves_valid_values_alone():
+    value = {"loc": ["records", 0, "città"], "msg": "ok ü \U0001f600", "n": 3}
+    assert json_safe(value) == value
+
+
+# --------------------------------------------------------------------------- predict body, finite matrix
+def test_predict_payload_to_records():
+    assert predict_payload_to_records({"records": [GOOD]}) == [GOOD]
+    for body in (None, [], {"rows": []}, "x"):
+        with pytest.raises(RequestError) as ei:
+            predict_payload_to_records(body)
+        assert ei.value.errors == [{"loc": ["body", "records"], "msg": 'field required: {"records": [...]}'}]
+    with pytest.raises(RequestError) as ei:
+        predict_payload_to_records({"records": [], "b": 1, "a": 2})
+    assert ei.value.errors == [
+        {"loc": ["body", "a"], "msg": "unknown field"},
+        {"loc": ["body", "b"], "msg": "unknown field"},
+    ]
+
+
+def test_check_finite_names_the_row_and_feature_that_overflowed():
+    x = np.zeros((3, 3), dtype=np.float32)
+    check_finite(x, ["age", "income", "city=a"])
+    x[1, 0] = np.nan  # missing is fine
+    check_finite(x, ["age", "income", "city=a"])
+    x[2, 1] = np.inf
+    x[0, 0] = -np.inf
+    with pytest.raises(RequestError) as ei:
+        check_finite(x, ["age", "income", "city=a"], loc=("rows",))
+    assert [e["loc"] for e in ei.value.errors] == [["rows", 0, "age"], ["rows", 2, "income"]]
+    assert "out of range" in ei.value.errors[0]["msg"]
 
 
 # --------------------------------------------------------------------------- mlflow_payload_to_records: formats
@@ -426,23 +515,20 @@ def test_inputs_dict_wrong_shape(value):
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TypeError,
-    reason="bug: non-string (unhashable) column names in dataframe_split hit dict(zip(cols, row)) "
-    "and raise TypeError: unhashable type 'list' (-> HTTP 500, not 422)",
-)
 def test_dataframe_split_unhashable_column_name_is_a_request_error():
     (err,) = _payload_errors({"dataframe_split": {"columns": [["age"]], "data": [[1]]}})
     assert err["loc"][0] == "dataframe_split"
+    assert err == {"loc": ["dataframe_split", "columns", 0], "msg": "expected a column name (string), got ['age']"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: duplicate dataframe_split column names are silently collapsed by dict(zip()), "
-    "the earlier value is dropped without an error",
-)
 def test_dataframe_split_duplicate_columns_is_a_request_error():
     (err,) = _payload_errors({"dataframe_split": {"columns": ["age", "age"], "data": [[1, 2]]}})
     assert err["loc"][0] == "dataframe_split"
     assert "age" in err["msg"]
+    assert err == {"loc": ["dataframe_split", "columns", 1], "msg": "duplicate column name 'age'"}
+
+
+def test_dataframe_split_reports_every_bad_column_at_once():
+    errs = _payload_errors({"dataframe_split": {"columns": ["a", 1, None, {"k": 1}, "a", "b", "b"], "data": []}})
+    assert [e["loc"][2] for e in errs] == [1, 2, 3, 4, 6]
+    assert [e["msg"].split(" ")[0] for e in errs] == ["expected", "expected", "expected", "duplicate", "duplicate"]

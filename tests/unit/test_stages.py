@@ -13,6 +13,7 @@ and the config is a real validated one. Where the stages look names up:
 
 from __future__ import annotations
 
+import contextlib
 from types import SimpleNamespace
 
 import pytest
@@ -99,6 +100,12 @@ class FakeRegistry:
             "reason": reason,
         }
 
+    @contextlib.contextmanager
+    def serialized(self, ctx, cfg, purpose):
+        self.calls.append(("lock", purpose))
+        yield
+        self.calls.append(("unlock", purpose))
+
     def prepare_snapshot(self, cfg, workspace, *, engine="ray", progress=False):
         self.calls.append(("prepare_snapshot", cfg, workspace, engine, progress))
         return SimpleNamespace(snapshot=fake_snapshot(cfg.data.task), reused=False, seconds=0.0, notes=[])
@@ -112,6 +119,7 @@ def reg(monkeypatch):
     r = FakeRegistry()
     monkeypatch.setattr(promotion, "gate", r.gate)
     monkeypatch.setattr(promotion, "deploy", r.deploy)
+    monkeypatch.setattr(promotion, "serialized", r.serialized)
     monkeypatch.setattr(train_run, "train_model", r.train_model)
     monkeypatch.setattr(train_tune, "tune_model", r.tune_model)
     monkeypatch.setattr(stages, "prepare_snapshot", r.prepare_snapshot)
@@ -147,7 +155,8 @@ def test_train_gate_deploy_uses_its_own_version_not_the_moved_challenger(reg, tm
         ("gate", "7", False),
         ("deploy", "7", "no current champion"),
     ]
-    assert reg.names() == ["train_model", "gate", "deploy"]
+    # gate and deploy happen under one registry lock
+    assert reg.names() == ["train_model", "lock", "gate", "deploy", "unlock"]
     assert reg.calls[0][1:] == (ctx, cfg, snap)
     assert reg.champion == "7"
     assert isinstance(res, PromotionResult) and res.challenger_version == "7"
@@ -164,7 +173,7 @@ def test_deploy_reason_joins_all_gate_reasons(reg, tmp_path):
     reg.reasons = ["auc 0.91 vs champion 0.90: +0.01 >= +0.005 required", "no leakage"]
     cfg = make_cfg(tmp_path / "src", serve={"model_alias": "prod"})
     _, res = stages.train_gate_deploy(make_ctx(tmp_path), cfg, fake_snapshot())
-    assert reg.calls[-1] == ("deploy", "7", "auc 0.91 vs champion 0.90: +0.01 >= +0.005 required; no leakage")
+    assert reg.calls[-2] == ("deploy", "7", "auc 0.91 vs champion 0.90: +0.01 >= +0.005 required; no leakage")
     assert res.event["alias"] == "prod" and res.alias == "prod"
 
 
@@ -176,12 +185,12 @@ def test_keep_does_not_deploy(reg, tmp_path):
     cand, res = stages.train_gate_deploy(
         make_ctx(tmp_path), make_cfg(tmp_path / "src"), fake_snapshot(), on_event=events
     )
-    assert reg.names() == ["train_model", "gate"]
+    assert reg.names() == ["train_model", "lock", "gate", "unlock"]
     assert not any(c[0] == "deploy" for c in reg.calls)
     assert res.decision.action == KEEP and not res.decision.promote
     assert res.event is None
     assert reg.champion is None
-    assert cand.version == "7" and reg.calls[-1] == ("gate", "7", False)
+    assert cand.version == "7" and reg.calls[-2] == ("gate", "7", False)
     assert "deployed" not in events.names()
     assert events.names() == ["train", "trained", "gate", "gated"]
 
@@ -217,8 +226,8 @@ def test_train_calls_tune_model_when_tune_enabled(reg, tmp_path):
 def test_train_gate_deploy_with_tune_gates_the_tuned_version(reg, tmp_path):
     cfg = make_cfg(tmp_path / "src", tune={"enabled": True})
     cand, _ = stages.train_gate_deploy(make_ctx(tmp_path), cfg, fake_snapshot())
-    assert reg.names() == ["tune_model", "gate", "deploy"]
-    assert reg.calls[1] == ("gate", "7", False) and reg.calls[2][:2] == ("deploy", "7")
+    assert reg.names() == ["tune_model", "lock", "gate", "deploy", "unlock"]
+    assert reg.calls[2] == ("gate", "7", False) and reg.calls[3][:2] == ("deploy", "7")
 
 
 def test_gate_stage_passes_force_and_version(reg, tmp_path):
@@ -269,7 +278,7 @@ def test_full_chain_events_in_order_and_silent(reg, tmp_path, capsys):
     assert events.get("gate") == {"version": "7", "alias": "champion"}
     assert events.get("gated")["result"] is res
     assert events.get("deployed")["event"] is res.event
-    assert reg.names() == ["prepare_snapshot", "train_model", "gate", "deploy"]
+    assert reg.names() == ["prepare_snapshot", "train_model", "lock", "gate", "deploy", "unlock"]
     out, err = capsys.readouterr()
     assert out == "" and err == ""
 

@@ -1,0 +1,318 @@
+"""`mlops-ray serve` as an operator meets it: loopback only, two services per host, fast clean
+shutdown (SIGINT, a second signal, SIGKILL) with nothing left behind, reload finding its own
+cluster, and a replica killed under load.
+
+Each service is a real `mlops-ray serve` process with its own local Ray cluster; models are
+trained once per module on the test session's cluster. Load targets 127.0.0.1 only, bounded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+import yaml
+from _cluster import free_port
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+ROOT = Path(__file__).resolve().parents[2]
+FEATURES_CFG = {"max_depth": 3}
+
+
+# ------------------------------------------------------------------ fixtures
+def _train_home(home: Path, src: Path, model_name: str, rounds: int) -> Path:
+    """A workspace with ``model_name`` v1 promoted to champion; returns the config path."""
+    from mlops_ray.config import config_from_dict
+    from mlops_ray.context import Context
+    from mlops_ray.data.generate import FEATURE_SPEC
+    from mlops_ray.data.prepare import prepare_snapshot
+    from mlops_ray.registry import promotion
+    from mlops_ray.train.run import train_model
+
+    raw = {
+        "data": {
+            "name": "ops",
+            "source": str(src),
+            "id_column": "customer_id",
+            "label_column": "label",
+            "timestamp_column": "event_time",
+            "numeric_features": FEATURE_SPEC["numeric"],
+            "categorical_features": FEATURE_SPEC["categorical"],
+        },
+        "model": {"num_boost_round": rounds, "params": FEATURES_CFG},
+        "registry": {"model_name": model_name},
+        "serve": {"port": 8000, "num_cpus_per_replica": 0.25, "poll_interval_s": 2.0},
+    }
+    cfg = config_from_dict(raw)
+    ctx = Context.create(cfg, workspace=home)
+    snap = prepare_snapshot(cfg, ctx.workspace, engine="local").snapshot
+    promotion.promote(ctx, cfg, train_model(ctx, cfg, snap).version)
+    path = home / "config.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="module")
+def homes(ray_session, tmp_path_factory):
+    from mlops_ray.data.generate import generate_dataset
+
+    src = tmp_path_factory.mktemp("ops-src")
+    generate_dataset(src, 3000, shards=2, seed=5)
+    root = tmp_path_factory.mktemp("ops")
+    return {
+        "a": _train_home(root / "a", src, "model-a", 20),
+        "b": _train_home(root / "b", src, "model-b", 10),
+    }
+
+
+def _config_on_free_port(config: Path, tmp_path: Path, **serve) -> tuple[Path, str]:
+    raw = yaml.safe_load(config.read_text())
+    raw["serve"].update(port=free_port(), **serve)
+    out = tmp_path / f"{config.parent.name}-{raw['serve']['port']}.yaml"
+    out.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return out, f"http://127.0.0.1:{raw['serve']['port']}"
+
+
+class Service:
+    """A `mlops-ray serve` process in its own process group; stdout collected by a thread."""
+
+    def __init__(self, config: Path, home: Path):
+        env = dict(os.environ, RAY_AUTH_MODE="disabled", MLOPS_RAY_HOME=str(home), MLOPS_RAY_PROGRESS="0")
+        for var in ("RAY_ADDRESS",) + tuple(k for k in env if k.startswith("RAY_SERVE_") and k.endswith("_PORT")):
+            env.pop(var, None)  # the service chooses its own ports
+        self.config, self.home = config, home
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "mlops_ray.cli", "serve", "--config", str(config)],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        self.lines: list[str] = []
+        self.serving = threading.Event()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            self.lines.append(line)
+            if line.startswith("serving "):
+                self.serving.set()
+
+    def wait_serving(self, timeout=180):
+        assert self.serving.wait(timeout), "".join(self.lines)[-4000:]
+
+    def tree(self) -> list[psutil.Process]:
+        """The service process, every descendant, and HAProxy processes started for it."""
+        me = psutil.Process(self.proc.pid)
+        procs = [me, *me.children(recursive=True)]
+        mark = f"/mlrh-{self.proc.pid}/"
+        for p in psutil.process_iter(["cmdline"]):
+            if mark in " ".join(p.info["cmdline"] or []) and p not in procs:
+                procs.append(p)
+        return procs
+
+    def output(self) -> str:
+        return "".join(self.lines)
+
+
+def _gone(procs: list[psutil.Process], timeout: float) -> list[psutil.Process]:
+    _, alive = psutil.wait_procs(procs, timeout=timeout)
+    return [p for p in alive if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+
+
+def _listeners(procs: list[psutil.Process]) -> list[tuple[str, int, str]]:
+    out = []
+    for p in procs:
+        try:
+            for c in p.net_connections(kind="inet"):
+                if c.status == psutil.CONN_LISTEN:
+                    out.append((c.laddr.ip, c.laddr.port, " ".join(p.cmdline())[:80]))
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return out
+
+
+# ------------------------------------------------------------------ tests
+def test_nothing_listens_beyond_loopback_and_haproxy_is_private(homes, tmp_path):
+    config, url = _config_on_free_port(homes["a"], tmp_path)
+    svc = Service(config, homes["a"].parent)
+    try:
+        svc.wait_serving()
+        procs = svc.tree()
+        listeners = _listeners(procs)
+        assert listeners, "found no listening sockets at all (the check would pass vacuously)"
+        exposed = [x for x in listeners if x[0] not in ("127.0.0.1", "::1", "::ffff:127.0.0.1")]
+        assert exposed == [], exposed
+        ports = {p for _, p, _ in listeners}
+        assert int(url.rsplit(":", 1)[1]) in ports
+        assert not ports & {8404, 9101, 8500, 9500}, "a fixed Serve/HAProxy port is in use"
+        sockets = [p for p in Path(f"/tmp/mlrh-{svc.proc.pid}").rglob("admin.sock*") if p.is_socket()]
+        assert sockets, "HAProxy admin socket not in the service's private directory"
+        for s in sockets:
+            assert s.stat().st_mode & 0o007 == 0, f"{s} is accessible to others: {oct(s.stat().st_mode)}"
+        print(f"listening sockets of the service tree: {sorted(listeners)}")
+    finally:
+        svc.proc.send_signal(signal.SIGTERM)
+        svc.proc.wait(60)
+
+
+def test_two_services_side_by_side_answer_only_with_their_own_model(homes, tmp_path):
+    (ca, ua), (cb, ub) = _config_on_free_port(homes["a"], tmp_path), _config_on_free_port(homes["b"], tmp_path)
+    a, b = Service(ca, homes["a"].parent), Service(cb, homes["b"].parent)
+    rec = {"records": [{f: None for f in _features()}]}
+    seen: dict[str, set] = {"model-a": set(), "model-b": set()}
+    wrong, stop = [], threading.Event()
+
+    def poll(url, name):  # from the first moment on: never a foreign answer, 503 until ready
+        with httpx.Client(timeout=10) as c:
+            while not stop.is_set():
+                try:
+                    r = c.post(f"{url}/predict", json=rec)
+                except httpx.HTTPError:
+                    time.sleep(0.2)
+                    continue
+                if r.status_code == 200:
+                    got = r.json()["model"]["name"]
+                    seen[name].add(got)
+                    if got != name:
+                        wrong.append((url, got))
+                elif r.status_code not in (404, 502, 503):
+                    wrong.append((url, r.status_code, r.text[:200]))
+                time.sleep(0.05)
+
+    threads = [threading.Thread(target=poll, args=(ua, "model-a")), threading.Thread(target=poll, args=(ub, "model-b"))]
+    for t in threads:
+        t.start()
+    try:
+        a.wait_serving()
+        b.wait_serving()
+        time.sleep(2)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+        for s in (a, b):
+            s.proc.send_signal(signal.SIGTERM)
+        for s in (a, b):
+            s.proc.wait(60)
+    assert wrong == []
+    assert seen == {"model-a": {"model-a"}, "model-b": {"model-b"}}, (seen, a.output()[-2000:], b.output()[-2000:])
+
+
+def _features():
+    from mlops_ray.data.generate import FEATURE_SPEC
+
+    return list(FEATURE_SPEC["numeric"]) + list(FEATURE_SPEC["categorical"])
+
+
+@pytest.mark.parametrize("how", ["sigint", "second-signal", "sigkill"])
+def test_shutdown_is_fast_leaves_nothing_and_the_port_is_free_again(homes, tmp_path, how):
+    config, url = _config_on_free_port(homes["a"], tmp_path)
+    svc = Service(config, homes["a"].parent)
+    svc.wait_serving()
+    procs = svc.tree()
+    assert any("raylet" in " ".join(p.cmdline()) for p in procs)
+    assert any("haproxy" in " ".join(p.cmdline()) for p in procs), "no HAProxy found for the service"
+    t0 = time.monotonic()
+    if how == "sigint":
+        svc.proc.send_signal(signal.SIGINT)
+        svc.proc.wait(30)
+        took = time.monotonic() - t0
+        assert took < 10, f"SIGINT shutdown took {took:.1f}s"
+        assert "shutting down" in svc.output()
+    elif how == "second-signal":
+        os.killpg(svc.proc.pid, signal.SIGTERM)  # a supervisor signals the whole group ...
+        time.sleep(0.5)
+        os.killpg(svc.proc.pid, signal.SIGTERM)  # ... and again, during the shutdown
+        svc.proc.wait(30)
+        took = time.monotonic() - t0
+        assert took < 5, f"second signal did not end the service at once ({took:.1f}s)"
+    else:
+        svc.proc.kill()
+        svc.proc.wait(30)
+    left = _gone(procs, timeout=20)
+    assert left == [], [(p.pid, " ".join(p.cmdline())[:100]) for p in left]
+    # the same port serves again
+    again = Service(config, homes["a"].parent)
+    try:
+        again.wait_serving()
+        assert httpx.get(f"{url}/health", timeout=10).status_code == 200
+    finally:
+        again.proc.send_signal(signal.SIGTERM)
+        again.proc.wait(60)
+
+
+def test_reload_joins_the_recorded_cluster_or_fails_clearly(homes, tmp_path):
+    config, url = _config_on_free_port(homes["a"], tmp_path)
+    env = dict(os.environ, RAY_AUTH_MODE="disabled", MLOPS_RAY_HOME=str(homes["a"].parent))
+    env.pop("RAY_ADDRESS", None)
+    cmd = [sys.executable, "-m", "mlops_ray.cli", "serve", "reload", "--config", str(config)]
+    r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "no running service recorded" in r.stderr and "Traceback" not in r.stderr
+    svc = Service(config, homes["a"].parent)
+    try:
+        svc.wait_serving()
+        record = json.loads((homes["a"].parent / "run" / f"serve-{url.rsplit(':', 1)[1]}.json").read_text())
+        assert record["pid"] == svc.proc.pid and record["gcs_address"].startswith("127.0.0.1:")
+        r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert httpx.get(f"{url}/health", timeout=10).status_code == 200
+    finally:
+        svc.proc.send_signal(signal.SIGTERM)
+        svc.proc.wait(60)
+    assert not (homes["a"].parent / "run" / f"serve-{url.rsplit(':', 1)[1]}.json").exists()
+
+
+def test_killing_a_replica_under_load_loses_at_most_its_in_flight_requests(homes, tmp_path):
+    concurrency = 8
+    config, url = _config_on_free_port(homes["a"], tmp_path, min_replicas=2, max_replicas=2)
+    svc = Service(config, homes["a"].parent)
+    rec = {"records": [{f: None for f in _features()}]}
+    ok, failed, stop = [0], [], threading.Event()
+
+    def load():
+        with httpx.Client(timeout=30) as c:
+            deadline = time.time() + 60
+            while not stop.is_set() and time.time() < deadline:
+                try:
+                    r = c.post(f"{url}/predict", json=rec)
+                    if r.status_code == 200:
+                        ok[0] += 1
+                    else:
+                        failed.append(r.status_code)
+                except httpx.HTTPError as err:
+                    failed.append(type(err).__name__)
+
+    try:
+        svc.wait_serving()
+        replicas = [p for p in svc.tree() if "ServeReplica:mlops-ray:ModelServer" in " ".join(p.cmdline())]
+        assert len(replicas) == 2, [" ".join(p.cmdline())[:80] for p in svc.tree()]
+        threads = [threading.Thread(target=load) for _ in range(concurrency)]
+        for t in threads:
+            t.start()
+        time.sleep(3)
+        before = ok[0]
+        replicas[0].kill()
+        time.sleep(12)
+        stop.set()
+        for t in threads:
+            t.join(60)
+        after = ok[0] - before
+    finally:
+        stop.set()
+        svc.proc.send_signal(signal.SIGTERM)
+        svc.proc.wait(60)
+    print(f"replica killed under load (c={concurrency}): {len(failed)} failed ({failed}), {after} ok after the kill")
+    assert after > 100, "the service did not keep serving after losing a replica"
+    assert len(failed) <= concurrency, failed

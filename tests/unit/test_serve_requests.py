@@ -1,0 +1,246 @@
+"""The scoring request path (``mlops_ray.serve.http_api.handle_scoring``) over HTTP, without Ray.
+
+A small FastAPI app routes ``/predict`` and ``/invocations`` through the same function the
+Ray Serve replica uses, with a stand-in model (a real fitted-style Preprocessor, a trivial
+scorer), and Starlette's TestClient drives it: the catalogue of hostile bodies
+(``tests/_bad_payloads.py``, also run against the real service in the e2e tier), the size
+limit on chunked uploads, request ids on 500s and the rate-limited error log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass
+
+import httpx
+import numpy as np
+import pytest
+import schemathesis
+from _bad_payloads import Case, catalogue
+from _fuzz import fuzz, with_model_features
+from fastapi import FastAPI, Request
+from fastapi.testclient import TestClient
+
+from mlops_ray.data.generate import FEATURE_SPEC
+from mlops_ray.data.preprocess import CategoricalParams, NumericParams, Preprocessor
+from mlops_ray.serve.errorlog import ErrorLogLimiter
+from mlops_ray.serve.http_api import REQUEST_ID_HEADER, handle_scoring
+from mlops_ray.serve.schema import INVOCATIONS_REQUEST_SCHEMA, PREDICT_REQUEST_SCHEMA, FeatureSchema, openapi_json_body
+
+LIMIT = 100_000
+NUMERIC = tuple(FEATURE_SPEC["numeric"])
+CATEGORICAL = tuple(FEATURE_SPEC["categorical"])
+GOOD = {**{f: 1.5 for f in NUMERIC}, **{f: "a" for f in CATEGORICAL}}
+BOOM = 666.0  # an `age` the stand-in scorer fails on (a bug in scoring -> 500)
+
+
+@dataclass
+class StandInModel:
+    schema: FeatureSchema
+    preprocessor: Preprocessor
+
+    @property
+    def feature_names(self) -> list[str]:
+        return self.preprocessor.feature_names
+
+    def transform(self, table):
+        return self.preprocessor.transform(table)
+
+
+def _model() -> StandInModel:
+    pre = Preprocessor(
+        [NumericParams(f, fill=0.0, center=0.0, scale=1.0) for f in NUMERIC],
+        [CategoricalParams(f, ["a", "b"]) for f in CATEGORICAL],
+    )
+    return StandInModel(FeatureSchema(NUMERIC, CATEGORICAL, ("customer_id",)), pre)
+
+
+def make_app(model="stand-in", limit: int = LIMIT) -> FastAPI:
+    """``/predict`` and ``/invocations`` as the replica routes them (scores: row sums); ``model=None``: none loaded."""
+    app = FastAPI()
+    state = {"model": _model() if model == "stand-in" else model, "limiter": ErrorLogLimiter()}
+    log = logging.getLogger("mlops_ray.serve")
+
+    async def score(model, x):
+        if (x[:, 0] == BOOM).any():
+            raise ZeroDivisionError("scoring bug")
+        return x.sum(axis=1)
+
+    async def run(route: str, request: Request):
+        out = await handle_scoring(
+            request, route, state["model"], limit=limit, score=score, limiter=state["limiter"], logger=log
+        )
+        if out.response is not None:
+            return out.response
+        return {"scores": np.asarray(out.scores).tolist(), "request_id": out.request_id}
+
+    @app.post("/predict", openapi_extra=openapi_json_body(PREDICT_REQUEST_SCHEMA))
+    async def predict(request: Request):
+        return await run("/predict", request)
+
+    @app.post("/invocations", openapi_extra=openapi_json_body(INVOCATIONS_REQUEST_SCHEMA))
+    async def invocations(request: Request):
+        return await run("/invocations", request)
+
+    return app
+
+
+@pytest.fixture(scope="module")
+def client():
+    with TestClient(make_app(), raise_server_exceptions=True) as c:
+        yield c
+
+
+def _post(client, case: Case):
+    headers = {"content-type": case.content_type} if case.content_type else {}
+    return client.post(case.route, content=case.body, headers=headers)
+
+
+CASES = catalogue(GOOD, num="income", cat="region", limit=LIMIT)
+
+
+# --------------------------------------------------------------------------- the catalogue
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_payload_gets_its_4xx_naming_the_problem(client, case):
+    r = _post(client, case)
+    assert r.status_code == case.status, (case.id, r.status_code, r.text[:300])
+    assert r.headers["content-type"] == "application/json"
+    body = r.json()  # always a JSON body, whatever was sent
+    json.dumps(body, ensure_ascii=False).encode("utf-8")  # and one that re-serialises as UTF-8
+    if case.loc is not None:
+        assert case.loc in [e["loc"] for e in body["detail"]], (case.id, body)
+    if case.detail is not None:
+        text = body["detail"] if isinstance(body["detail"], str) else json.dumps(body["detail"])
+        assert case.detail in text, (case.id, body)
+
+
+def test_service_still_answers_after_the_whole_catalogue(client):
+    for case in CASES:
+        assert _post(client, case).status_code < 500, case.id
+    for route, body in (("/predict", {"records": [GOOD]}), ("/invocations", {"instances": [GOOD, GOOD]})):
+        r = client.post(route, json=body)
+        assert r.status_code == 200, r.text
+        assert len(r.json()["scores"]) == len(next(iter(body.values())))
+
+
+def test_catalogue_size():
+    assert len(CASES) >= 35  # the figure the README quotes
+
+
+# --------------------------------------------------------------------------- size, while streaming
+def test_chunked_upload_over_the_limit_is_413_without_reading_it_all():
+    sent = []
+
+    async def chunks():  # 50 MB made lazily; no Content-Length, so it goes chunked
+        yield b'{"records": ['
+        for _ in range(50 * 1024 * 1024 // 65536):
+            sent.append(65536)
+            yield b" " * 65536
+
+    async def post():
+        # httpx's ASGI transport pulls the body chunk by chunk as the app asks for it
+        transport = httpx.ASGITransport(app=make_app())
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            return await c.post("/predict", content=chunks(), headers={"content-type": "application/json"})
+
+    t0 = time.perf_counter()
+    r = asyncio.run(post())
+    assert r.status_code == 413 and f"limit of {LIMIT} bytes" in r.json()["detail"]
+    assert sum(sent) <= LIMIT + 65536, sum(sent)  # the app stopped asking after limit + one chunk
+    assert time.perf_counter() - t0 < 2.0
+
+
+def test_valid_chunked_upload_under_the_limit_is_scored(client):
+    data = json.dumps({"records": [GOOD] * 3}).encode()
+
+    def chunks():
+        for i in range(0, len(data), 7):
+            yield data[i : i + 7]
+
+    r = client.post("/predict", content=chunks(), headers={"content-type": "application/json"})
+    assert r.status_code == 200 and len(r.json()["scores"]) == 3
+
+
+def test_missing_content_type_is_read_as_json(client):
+    r = client.post("/predict", content=json.dumps({"records": [GOOD]}).encode())
+    assert r.status_code == 200
+
+
+def test_no_model_is_503():
+    with TestClient(make_app(model=None)) as c:
+        r = c.post("/predict", json={"records": [GOOD]})
+    assert r.status_code == 503 and r.json()["detail"] == "no model loaded"
+
+
+# --------------------------------------------------------------------------- 500: request id, one log line
+def test_500_names_its_request_id_in_body_and_header(caplog):
+    with TestClient(make_app()) as c, caplog.at_level(logging.ERROR, "mlops_ray.serve"):
+        r = c.post("/predict", json={"records": [dict(GOOD, age=BOOM)]})
+        assert r.status_code == 500
+        rid = r.json()["request_id"]
+        assert r.headers[REQUEST_ID_HEADER] == rid and rid in r.json()["detail"]
+        assert "ZeroDivisionError" in r.json()["detail"] and "Traceback" not in r.text
+        # a client-chosen id is used (Ray Serve's ingress echoes it on the response itself)
+        r = c.post("/predict", json={"records": [dict(GOOD, age=BOOM)]}, headers={REQUEST_ID_HEADER: "abc-123"})
+        assert r.status_code == 500 and r.json()["request_id"] == "abc-123"
+        # one that could forge log lines is not
+        r = c.post("/predict", json={"records": [dict(GOOD, age=BOOM)]}, headers={REQUEST_ID_HEADER: "x\ty z"})
+        assert r.json()["request_id"] != "x\ty z"
+    assert rid in caplog.text
+
+
+def test_a_flood_of_500s_logs_a_few_lines_and_one_traceback(caplog):
+    with TestClient(make_app()) as c, caplog.at_level(logging.ERROR, "mlops_ray.serve"):
+        statuses = [c.post("/predict", json={"records": [dict(GOOD, age=BOOM)]}).status_code for _ in range(200)]
+    assert statuses == [500] * 200
+    records = [r for r in caplog.records if r.name == "mlops_ray.serve"]
+    assert 1 <= len(records) <= 5, len(records)  # 200 requests in well under 5 s: about one line a second
+    assert sum(r.exc_info is not None for r in records) == 1  # the traceback, once for this exception type
+    assert all("\n" not in r.getMessage() for r in records)
+    assert "ZeroDivisionError: scoring bug" in records[0].getMessage()
+
+
+# --------------------------------------------------------------------------- OpenAPI + fuzzing
+def test_real_app_declares_json_request_bodies_for_both_scoring_routes():
+    from mlops_ray.serve.app import api  # imports Ray Serve (no cluster is started)
+
+    paths = api.openapi()["paths"]
+    for route, schema in (("/predict", PREDICT_REQUEST_SCHEMA), ("/invocations", INVOCATIONS_REQUEST_SCHEMA)):
+        body = paths[route]["post"]["requestBody"]
+        assert body["required"] is True
+        assert body["content"]["application/json"]["schema"] == schema
+
+
+def test_schema_fuzzing_finds_no_5xx():
+    """schemathesis from the app's own OpenAPI (and narrowed to the model's features, so bodies reach the
+    model): positive and negative cases, no 5xx. The e2e tier runs the same against the real service."""
+    app = make_app()
+    with TestClient(app) as c:
+        raw = c.get("/openapi.json").json()
+    sent: Counter = Counter()
+    for spec in (raw, with_model_features(raw, NUMERIC, CATEGORICAL)):
+        schema = schemathesis.openapi.from_dict(spec)
+        schema.app = app  # case.call() goes through the ASGI app
+        sent += fuzz(schema, lambda case: case.call(), max_examples=25)
+    print(f"schemathesis sent {sum(sent.values())} requests: {dict(sent)}")
+    assert sent[("POST /predict", 200)] > 0  # the narrowed schema reached the model
+    assert not any(status >= 500 for _, status in sent)
+
+
+def test_behind_ray_serves_request_id_middleware_the_500_carries_one_matching_id():
+    """Under Ray Serve every request reaches the app with an ``x-request-id`` (RequestIdMiddleware, which
+    also echoes it on the response): the 500's body names that id and the header is not doubled."""
+    from ray.serve._private.http_util import RequestIdMiddleware  # an import only: no cluster
+
+    c = TestClient(RequestIdMiddleware(make_app()))  # no `with`: no lifespan events (Serve runs without them)
+    r = c.post("/predict", json={"records": [dict(GOOD, age=BOOM)]})
+    assert r.status_code == 500
+    assert r.headers.get_list(REQUEST_ID_HEADER) == [r.json()["request_id"]]
+    r = c.post("/predict", json={"records": [GOOD]})
+    assert r.status_code == 200 and r.headers.get_list(REQUEST_ID_HEADER) == [r.json()["request_id"]]
+    r = c.post("/predict", content=b"{", headers={REQUEST_ID_HEADER: "client-id-1"})
+    assert r.status_code == 400 and r.headers.get_list(REQUEST_ID_HEADER) == ["client-id-1"]
