@@ -142,7 +142,8 @@ def serve_forever(ctx, cfg, echo=print, *, shutdown_timeout_s: float = 4.0) -> N
     """
     import ray
 
-    from mlops_ray.ray_runtime import ensure_ray, kill_own_haproxy
+    from mlops_ray.ray_runtime import ensure_ray, haproxy_dir, kill_own_haproxy
+    from mlops_ray.reaper import start_reaper
 
     stop = threading.Event()
 
@@ -154,6 +155,8 @@ def serve_forever(ctx, cfg, echo=print, *, shutdown_timeout_s: float = 4.0) -> N
     # Handlers first (after ray.init, which installs its own): a signal during start-up still
     # ends in the clean shutdown below.
     ensure_ray()
+    # Whatever ends this process (even SIGKILL), a watchdog ends what it started.
+    start_reaper(mark=str(haproxy_dir()) + "/")
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, on_signal)
     try:

@@ -71,3 +71,43 @@ def test_ports_and_paths_chosen_by_a_parent_process_are_not_reused(monkeypatch):
     port = os.environ["RAY_SERVE_HAPROXY_STATS_PORT"]
     ray_runtime._local_cluster_env()
     assert os.environ["RAY_SERVE_HAPROXY_STATS_PORT"] == port
+
+
+def test_reaper_kills_what_a_sigkilled_owner_started_and_nothing_else(tmp_path):
+    """An owner starts a grandchild; the owner is SIGKILLed; the reaper ends the grandchild only."""
+    import signal
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    import psutil
+
+    from mlops_ray.reaper import watch
+
+    owner = subprocess.Popen(
+        [sys.executable, "-c", "import subprocess,sys,time; subprocess.Popen(['sleep','60']); time.sleep(60)"]
+    )
+    bystander = subprocess.Popen(["sleep", "60"])  # not the owner's: must survive
+    try:
+        deadline = time.time() + 10
+        while time.time() < deadline and not psutil.Process(owner.pid).children():
+            time.sleep(0.05)
+        (child,) = psutil.Process(owner.pid).children()
+        result = {}
+        t = threading.Thread(target=lambda: result.update(killed=watch(owner.pid, poll_s=0.05)))
+        t.start()
+        time.sleep(0.3)  # the reaper has seen the tree
+        owner.send_signal(signal.SIGKILL)
+        owner.wait(5)
+        t.join(10)
+        assert result["killed"] == [child.pid]
+        deadline = time.time() + 5
+        while time.time() < deadline and child.is_running() and child.status() != psutil.STATUS_ZOMBIE:
+            time.sleep(0.05)
+        assert not child.is_running() or child.status() == psutil.STATUS_ZOMBIE
+        assert bystander.poll() is None
+    finally:
+        for p in (owner, bystander):
+            p.kill()
+            p.wait(5)
