@@ -10,6 +10,7 @@ import errno
 import functools
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -53,23 +54,51 @@ def _friendly(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        from mlops_ray import library_logs
+
+        log, ctx = library_logs.active(), click.get_current_context(silent=True)
+        if log is not None and ctx is not None:
+            log.name_command(_command_name(ctx))
         try:
             return fn(*args, **kwargs)
-        except MlopsRayError as err:
-            click.echo(f"error: {err}", err=True)
+        except Exception as err:  # ours, also wrapped by Ray (tasks, actors, Ray Data UDFs)
+            message = _user_error(err) or _storage_problem(err)
+            if message is None:
+                raise
+            click.echo(f"error: {message}", err=True)
             sys.exit(2)
-        except Exception as err:  # Ray wraps task exceptions; unwrap ours
-            cause = getattr(err, "cause", None) or err.__cause__
-            if isinstance(cause, MlopsRayError):
-                click.echo(f"error: {cause}", err=True)
-                sys.exit(2)
-            storage = _storage_problem(err)
-            if storage:
-                click.echo(f"error: {storage}", err=True)
-                sys.exit(2)
-            raise
 
     return wrapper
+
+
+# The last line of a worker traceback that ends in one of our errors, up to the blank line after it.
+_WRAPPED_ERROR = re.compile(r"^mlops_ray\.errors\.\w+: (.*?)(?:\n\s*\n|\Z)", re.M | re.S)
+
+
+def _user_error(err: BaseException) -> str | None:
+    """The message of the :class:`MlopsRayError` behind ``err``, or None.
+
+    Ray re-raises a task's error as ``RayTaskError(SchemaError)``, whose ``str`` is the whole
+    worker traceback (the error itself is its ``cause``); Ray Data wraps a UDF's error in a
+    ``UserCodeException`` and Ray pickles that without its ``__cause__``, so only the traceback
+    text still names our error: its last ``mlops_ray.errors.X: message`` line is the message.
+    """
+    seen: set[int] = set()
+    todo: list[BaseException] = [err]
+    while todo:
+        e = todo.pop(0)
+        if id(e) in seen:
+            continue
+        seen.add(id(e))
+        inner = getattr(e, "cause", None)
+        if isinstance(e, MlopsRayError) and not isinstance(inner, MlopsRayError):
+            return str(e)
+        todo += [x for x in (inner, e.__cause__, e.__context__) if isinstance(x, BaseException)]
+    if any(c.__module__.split(".")[0] == "ray" for c in type(err).__mro__):
+        found = _WRAPPED_ERROR.findall(str(err))
+        if found:
+            return found[-1].strip()
+    return None
 
 
 def _parse_fractions(text: str) -> dict[str, float]:
@@ -95,8 +124,39 @@ def _parse_fractions(text: str) -> dict[str, float]:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="mlops-ray")
-def main():
+@click.option(
+    "--verbose",
+    is_flag=True,
+    help="Print Ray's and MLflow's own logs, warnings and worker output on the console "
+    "(default: into <workspace>/logs/, named at the end of the command).",
+)
+@click.pass_context
+def main(ctx, verbose):
     """mlops-ray: raw tabular data to a monitored model service on Ray."""
+    if not verbose:
+        from mlops_ray import library_logs
+
+        root = _context().workspace.root  # $MLOPS_RAY_HOME; nothing is created until a library writes
+        library_logs.activate(library_logs.for_workspace(root, ctx.invoked_subcommand or "command"))
+        ctx.call_on_close(_close_library_log)
+
+
+def _close_library_log() -> None:
+    """Stop routing library output; name the log file if anything went there."""
+    from mlops_ray import library_logs
+
+    log = library_logs.deactivate()
+    if log is not None and log.written:
+        click.echo(f"library logs: {log.path}", err=True)
+
+
+def _command_name(ctx: click.Context) -> str:
+    """``data-prepare`` for ``mlops-ray data prepare`` (names the library log file)."""
+    names = []
+    while ctx is not None and ctx.parent is not None:
+        names.append(ctx.info_name or "")
+        ctx = ctx.parent
+    return "-".join(reversed(names)) or "command"
 
 
 # ----------------------------------------------------------------------------- data
@@ -206,7 +266,7 @@ def data_prepare(config_path, engine):
     from mlops_ray.pipeline import stages
 
     cfg = _load(config_path)
-    _print_snapshot_summary(stages.prepare(_context(cfg), cfg, engine=engine, progress=True))
+    _print_snapshot_summary(stages.prepare(_context(cfg), cfg, engine=engine, progress=True, config_label=config_path))
 
 
 @data.command("list")
@@ -264,13 +324,13 @@ def _context(cfg=None):
     return Context.create(cfg)
 
 
-def _snapshot_for(ctx, cfg, snapshot_ref: str | None):
+def _snapshot_for(ctx, cfg, snapshot_ref: str | None, config_label: str | None = None):
     """The named snapshot, or (CLI convenience) the config's data prepared now, reused when unchanged."""
     if snapshot_ref:
         return ctx.snapshots.find(snapshot_ref)
     from mlops_ray.pipeline import stages
 
-    res = stages.prepare(ctx, cfg)
+    res = stages.prepare(ctx, cfg, config_label=config_label)
     click.echo(
         f"prepared snapshot {res.snapshot.id} ({'reused' if res.reused else 'created'}); "
         "pass --snapshot to train on a given one"
@@ -313,7 +373,7 @@ def train_cmd(config_path, snapshot_ref, execution, no_register):
 
     cfg = _load(config_path)
     ctx = _context(cfg)
-    snap = _snapshot_for(ctx, cfg, snapshot_ref)
+    snap = _snapshot_for(ctx, cfg, snapshot_ref, config_path)
     _print_candidate(train_model(ctx, cfg, snap, execution=execution, register=not no_register), "train")
 
 
@@ -328,7 +388,7 @@ def tune_cmd(config_path, snapshot_ref, no_register):
 
     cfg = _load(config_path)
     ctx = _context(cfg)
-    res = tune_model(ctx, cfg, _snapshot_for(ctx, cfg, snapshot_ref), register=not no_register)
+    res = tune_model(ctx, cfg, _snapshot_for(ctx, cfg, snapshot_ref, config_path), register=not no_register)
     click.echo(
         f"tuning: {res.extra['finished']}/{res.extra['trials']} trials finished in "
         f"{res.extra['tune_seconds']:.1f}s; best config {res.extra['best_config']}"
@@ -467,6 +527,7 @@ def serve_group(ctx, config_path):
     serve_forever(_context(cfg), cfg, echo=click.echo)
     # Everything is stopped and recorded; skip interpreter teardown (Ray's and gRPC's exit hooks
     # took another 3-4 s), so a supervisor sees the process end when the service has.
+    _close_library_log()
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)

@@ -46,7 +46,14 @@ from mlops_ray.data.snapshot import (
 )
 from mlops_ray.data.sources import SourceFiles, iter_batches, list_source, read_schema
 from mlops_ray.data.stats import TrainStats, batch_stats, reference_statistics
-from mlops_ray.data.validate import DataSpec, ValidationReport, resolve_spec, validate_batch
+from mlops_ray.data.validate import (
+    DataSpec,
+    ValidationReport,
+    inferred_text_categoricals,
+    numeric_text_warnings,
+    resolve_spec,
+    validate_batch,
+)
 from mlops_ray.data.xxh64 import xxh64_arrow
 from mlops_ray.errors import DataValidationError
 from mlops_ray.workspace import Workspace
@@ -227,6 +234,17 @@ def _reuse(snap: Snapshot, t0: float, notes: list[str], why: str) -> PrepareResu
     return PrepareResult(snap, True, time.perf_counter() - t0, notes)
 
 
+def _inference_warnings(src: SourceFiles, schema: pa.Schema, spec: DataSpec, d) -> list[str]:
+    """Warn about inferred categorical columns that are mostly numbers (a stray string in a numeric column)."""
+    text = inferred_text_categoricals(schema, spec, d)
+    if not text:
+        return []
+    try:
+        return numeric_text_warnings(iter_batches(src, spec.id_column, batch_size=10_000, columns=text), text)
+    except (pa.ArrowInvalid, OSError):  # unreadable rows: the validating pass reports them
+        return []
+
+
 def prepare_snapshot(
     cfg, workspace: Workspace, *, engine: str = "ray", progress: bool = False, runner: Runner | None = None
 ) -> PrepareResult:
@@ -249,6 +267,7 @@ def prepare_snapshot(
     src = list_source(cfg.source(ws.root), d.format)
     schema = read_schema(src, d.id_column)
     spec = resolve_spec(schema, d)
+    notes += _inference_warnings(src, schema, spec, d)
     spec_d = _spec_dict(cfg, spec)
     split_boundaries(d.split.fractions)
 

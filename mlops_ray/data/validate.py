@@ -118,6 +118,78 @@ def resolve_spec(schema: pa.Schema, data_cfg) -> DataSpec:
     )
 
 
+NUMERIC_TEXT_SHARE = 0.95  # inferred-categorical columns with at least this share of numbers get a warning
+
+
+def inferred_text_categoricals(schema: pa.Schema, spec: DataSpec, data_cfg) -> list[str]:
+    """Categorical features that inference chose because they hold text (none when the config lists them)."""
+    if data_cfg.categorical_features is not None:
+        return []
+    return [c for c in spec.categorical if _is_string_type(schema.field(c).type)]
+
+
+def _numbers_mask(col: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """(non-null, parses as a number) masks of a string column."""
+    if pa.types.is_dictionary(col.type):
+        col = col.dictionary_decode()
+    present = np.asarray(pc.is_valid(col))
+    number = np.asarray(pc.fill_null(pc.match_substring_regex(col, _NUMBER_RE, ignore_case=True), False))
+    return present, number & present
+
+
+def numeric_text_warnings(
+    batches, columns: list[str], *, sample_rows: int = 10_000, scan_rows: int = 1_000_000, min_values: int = 20
+) -> list[str]:
+    """Warnings for text columns inferred as categorical whose values are mostly numbers.
+
+    A numeric column holding one stray string (``"abc"``, ``"n/a"``) is read as text and would
+    silently become a categorical feature. Checks the first ``sample_rows`` rows of ``batches``
+    (Arrow tables with ``columns``); a column with at least ``min_values`` non-null values of which
+    a share of :data:`NUMERIC_TEXT_SHARE` or more parse as numbers is flagged, with an example of a
+    value that is not a number (looked for in up to ``scan_rows`` rows when the sample has none).
+    """
+    stats = {c: [0, 0, None] for c in columns}  # non-null, numbers, example non-number
+    seen = 0
+    flagged: list[str] | None = None
+    for t in batches:
+        if flagged is None:  # sampling
+            t = t.slice(0, sample_rows - seen)
+        for c in columns if flagged is None else flagged:
+            if c not in t.column_names:
+                continue
+            col = t.column(c).combine_chunks()
+            present, number = _numbers_mask(col)
+            odd = present & ~number
+            st = stats[c]
+            if flagged is None:
+                st[0] += int(present.sum())
+                st[1] += int(number.sum())
+            if st[2] is None and odd.any():
+                st[2] = col[int(np.flatnonzero(odd)[0])].as_py()
+        seen += t.num_rows
+        if flagged is None and seen >= sample_rows:
+            flagged = [c for c, (n, k, _) in stats.items() if n >= min_values and k >= NUMERIC_TEXT_SHARE * n]
+        if flagged is not None and (seen >= scan_rows or all(stats[c][2] is not None for c in flagged)):
+            break
+    if flagged is None:
+        flagged = [c for c, (n, k, _) in stats.items() if n >= min_values and k >= NUMERIC_TEXT_SHARE * n]
+    out = []
+    for c in flagged:
+        n, k, example = stats[c]
+        why = (
+            f"e.g. {example!r} is not a number"
+            if example is not None
+            else f"no value that is not a number in the first {min(seen, scan_rows):,} rows"
+        )
+        out.append(
+            f"column {c!r} holds text and was inferred as categorical, but {k / n:.1%} of {n:,} sampled values "
+            f"are numbers ({why}): list it in data.numeric_features to treat it as numeric (values that are "
+            "not numbers are then reported with their rows), or in data.categorical_features to keep it "
+            "categorical and silence this warning"
+        )
+    return out
+
+
 @dataclass
 class ValidationReport:
     """Mergeable per-problem counts with a few example rows each."""

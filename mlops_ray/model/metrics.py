@@ -28,6 +28,9 @@ def compute_metrics(task: str, y: np.ndarray, score: np.ndarray) -> dict[str, fl
         out["f1"] = float(skm.f1_score(y, pred, zero_division=0))
     elif task == "multiclass":
         prob = np.asarray(score, dtype=np.float64)
+        # float32 probabilities (XGBoost's) sum to 1 only within ~1e-7: renormalise in float64, or
+        # scikit-learn warns "y_prob values do not sum to one" on every evaluation
+        prob = prob / np.clip(prob.sum(axis=1, keepdims=True), 1e-300, None)
         pred = prob.argmax(axis=1)
         out["logloss"] = float(skm.log_loss(y, np.clip(prob, 1e-15, 1), labels=np.arange(prob.shape[1])))
         out["accuracy"] = float(skm.accuracy_score(y, pred))

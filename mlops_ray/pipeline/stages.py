@@ -58,8 +58,45 @@ def ensure_sample_data(ctx, cfg, on_event: OnEvent = _quiet) -> str:
     return str(src)
 
 
-def prepare(ctx, cfg, *, engine: str = "ray", progress: bool = False, on_event: OnEvent = _quiet) -> PrepareResult:
-    """Validate, split, fingerprint and snapshot ``cfg.data`` in ``ctx``'s workspace (reused when unchanged)."""
+def require_source(ctx, cfg, config_label: str | None = None) -> None:
+    """Fail at once, saying how to get it, when the config's sample data (``data.generate``) is not there yet.
+
+    A workspace (``MLOPS_RAY_HOME``) without the quickstart's data otherwise failed later with a bare
+    "does not exist". Sources without a ``data.generate`` section are left to the data layer's errors.
+    """
+    g = cfg.data.generate
+    uri = ctx.source(cfg)
+    src = Path(uri)
+    if g is None or "://" in uri or (src.exists() and (src.is_file() or any(src.iterdir()))):
+        return  # not sample data, or data is there: the data layer reads (and judges) it
+    try:
+        list_source(uri, cfg.data.format)
+        return
+    except DataValidationError as err:
+        problem = "; ".join(err.problems)
+    drift = f" --drift {g.drift}" if g.drift else ""
+    raise SourceNotFoundError(
+        f"data.source: {problem} (workspace {ctx.workspace.root}, from MLOPS_RAY_HOME or ./.mlops). "
+        f"It is this config's sample data: 'mlops-ray quickstart --config {config_label or 'FILE'}' generates it "
+        f"(and runs the whole pipeline), or generate only the data with "
+        f"'mlops-ray data generate --rows {g.rows} --shards {g.shards} --seed {g.seed}{drift} --out {uri}'"
+    )
+
+
+def prepare(
+    ctx,
+    cfg,
+    *,
+    engine: str = "ray",
+    progress: bool = False,
+    on_event: OnEvent = _quiet,
+    config_label: str | None = None,
+) -> PrepareResult:
+    """Validate, split, fingerprint and snapshot ``cfg.data`` in ``ctx``'s workspace (reused when unchanged).
+
+    ``config_label`` (the config path the user gave) names the config in the hint for missing sample data.
+    """
+    require_source(ctx, cfg, config_label)
     on_event("prepare", {"source": ctx.source(cfg)})
     res = prepare_snapshot(cfg, ctx.workspace, engine=engine, progress=progress)
     on_event("prepared", {"result": res})

@@ -7,6 +7,14 @@ is what ASHA stops on. The driver logs all trials to MLflow after the search: Tr
 v2 rejects Tune's logger callbacks, and logging from one process means concurrent
 trials never collide in the tracking store.
 
+Reproducibility: the search samples its configurations from ``model.seed`` in trial order
+(:func:`sample_configs`), and ASHA's decisions are made in *trial order* (:func:`asha_decisions`):
+trial ``i`` at a rung is compared only with trials ``0..i-1``, exactly as a one-at-a-time ASHA
+would, never with whichever trials happened to report first. With concurrent trials a decision
+that is not yet known waits (the trial keeps training) and the search re-applies the same rule to
+every trial's recorded rung values when it ends, so the set of surviving trials, and the winner,
+do not depend on timing or on ``tune.max_concurrent_trials``.
+
 Search space syntax (config ``tune.search_space``)::
 
     max_depth: {randint: [3, 9]}          # [low, high)
@@ -77,6 +85,168 @@ def to_tune_space(parsed: dict[str, tuple[str, list]]) -> dict[str, Any]:
     return {k: build[kind](args) for k, (kind, args) in parsed.items()}
 
 
+def search_algorithm(seed: int, max_concurrent: int = 0):
+    """Tune's variant generator seeded with ``seed``; ``max_concurrent`` (0: unlimited) caps live trials.
+
+    The concurrency cap lives here because Ray ignores ``TuneConfig.max_concurrent_trials`` (with a
+    warning) when a ``BasicVariantGenerator`` instance is passed.
+    """
+    from ray.tune.search import BasicVariantGenerator
+
+    return BasicVariantGenerator(random_state=seed, max_concurrent=max_concurrent)
+
+
+def sample_configs(parsed: dict[str, tuple[str, list]], num_samples: int, seed: int) -> list[dict]:
+    """The trial configurations a search with ``seed`` runs, in trial order (no Ray cluster needed)."""
+    gen = search_algorithm(seed)
+    gen.add_configurations(
+        {"sample": {"run": _noop_trainable, "config": to_tune_space(parsed), "num_samples": num_samples}}
+    )
+    out = []
+    while (trial := gen.next_trial()) is not None:
+        out.append(trial.config)
+    return out
+
+
+def _noop_trainable(config: dict) -> None:  # pragma: no cover - never run, only named in a spec
+    pass
+
+
+# ------------------------------------------------------------------ deterministic ASHA
+def asha_milestones(max_t: int, grace_period: int, reduction_factor: int) -> list[int]:
+    """Rungs (in reports) where ASHA compares trials: ``grace * rf**k`` below ``max_t``, as in Ray's ASHA."""
+    n = int(math.log(max_t / grace_period) / math.log(reduction_factor) + 1)
+    return [m for m in (grace_period * reduction_factor**k for k in range(n)) if m < max_t]
+
+
+def _asha_stops(value: float, peers: list[float], reduction_factor: int, maximize: bool) -> bool:
+    """Ray ASHA's rule: stop when worse than the ``1 - 1/rf`` quantile of the rung's recorded values."""
+    import numpy as np
+
+    sign = 1.0 if maximize else -1.0
+    seen = [sign * v for v in peers if not math.isnan(v)]
+    if not seen or math.isnan(value):
+        return False
+    return sign * value < float(np.percentile(seen, (1 - 1 / reduction_factor) * 100))
+
+
+def asha_decisions(
+    values: list[list[float]], done: list[bool], reduction_factor: int, maximize: bool
+) -> list[tuple[str, int]]:
+    """ASHA as if the trials had run one at a time in trial order, on what is known so far.
+
+    Args:
+        values: per trial (in trial order), its metric at each rung it reached, lowest rung first.
+        done: per trial, True when it has ended (it reaches no further rung).
+
+    Returns:
+        per trial ``("stopped", r)`` (ASHA stops it at rung ``r``), ``("pending", r)`` (the decision
+        at rung ``r`` needs a value an earlier, still running trial has not reported yet) or
+        ``("open", n)`` (it passed the ``n`` rungs it reached). Trial ``i``'s decision at rung ``r``
+        uses only trials ``j < i`` that reach rung ``r`` (a trial stopped at a lower rung does not),
+        so decisions never depend on which trial reported first; a decided trial stays decided.
+    """
+    status: list[tuple[str, int]] = []
+    for i, own in enumerate(values):
+        state: tuple[str, int] = ("open", len(own))
+        for r, value in enumerate(own):
+            peers: list[float] | None = []
+            for j in range(i):
+                kind, rung = status[j]
+                if kind == "stopped" and rung < r:
+                    continue  # stopped below r: never reached it
+                if kind == "open" and len(values[j]) <= r:
+                    if done[j]:
+                        continue  # ended below r
+                    peers = None  # may still reach r
+                    break
+                if kind == "pending" and rung < r:
+                    peers = None  # whether it passes its rung is not known yet
+                    break
+                peers.append(values[j][r])
+            if peers is None:
+                state = ("pending", r)
+                break
+            if _asha_stops(value, peers, reduction_factor, maximize):
+                state = ("stopped", r)
+                break
+        status.append(state)
+    return status
+
+
+def rung_values(rows: list[tuple[int, float]], milestones: list[int]) -> list[float]:
+    """A trial's metric at each rung it reached from its ``(training_iteration, metric)`` reports."""
+    at = dict(rows)
+    out = []
+    for m in milestones:
+        if m not in at:
+            break
+        out.append(float(at[m]))
+    return out
+
+
+def _asha_scheduler(metric: str, maximize: bool, milestones: list[int], reduction_factor: int):
+    """A Tune scheduler that stops trials by :func:`asha_decisions` (trial order, never timing).
+
+    Only the periodic reports count (a trial's last report, marked ``final``, scores the finished
+    model). A decision that is pending is retried at the trial's next report.
+    """
+    from ray.tune.schedulers import FIFOScheduler, TrialScheduler
+
+    class TrialOrderASHA(FIFOScheduler):
+        def __init__(self):
+            super().__init__()
+            self._metric = metric
+            self._index: dict[str, int] = {}
+            self._rows: list[list[tuple[int, float]]] = []
+            self._done: list[bool] = []
+
+        def set_search_properties(self, metric, mode, **spec) -> bool:
+            return True  # fixed at construction
+
+        def _end(self, trial) -> None:
+            if trial.trial_id in self._index:
+                self._done[self._index[trial.trial_id]] = True
+
+        def on_trial_add(self, tune_controller, trial):
+            self._index[trial.trial_id] = len(self._rows)
+            self._rows.append([])
+            self._done.append(False)
+
+        def on_trial_result(self, tune_controller, trial, result):
+            i = self._index[trial.trial_id]
+            if not result.get("final") and metric in result:
+                self._rows[i].append((int(result["training_iteration"]), float(result[metric])))
+            values = [rung_values(rows, milestones) for rows in self._rows]
+            kind, _ = asha_decisions(values, self._done, reduction_factor, maximize)[i]
+            return TrialScheduler.STOP if kind == "stopped" else TrialScheduler.CONTINUE
+
+        def on_trial_complete(self, tune_controller, trial, result):
+            self._end(trial)
+
+        def on_trial_error(self, tune_controller, trial):
+            self._end(trial)
+
+        def on_trial_remove(self, tune_controller, trial):
+            self._end(trial)
+
+        def debug_string(self) -> str:
+            return f"ASHA in trial order on {metric} at rungs {milestones}"
+
+    return TrialOrderASHA()
+
+
+def _reported(result, metric: str) -> list[tuple[int, float]]:
+    """``(training_iteration, metric)`` of a finished trial's periodic (not ``final``) reports."""
+    df = result.metrics_dataframe
+    if df is None or metric not in df or "training_iteration" not in df:
+        return []
+    if "final" in df:
+        df = df[df["final"].isna() | (df["final"] != 1)]
+    df = df.dropna(subset=[metric])
+    return [(int(t), float(v)) for t, v in zip(df["training_iteration"], df[metric])]
+
+
 def _xgb_trial(
     config: dict, base: dict, train, valid, feature_names: list[str], report_every: int, task: str, metric: str
 ) -> None:
@@ -95,6 +265,7 @@ def _xgb_trial(
     loop["params"] = dict(base["params"], **{k: v for k, v in config.items() if k != "num_boost_round"})
     rounds = int(config.get("num_boost_round", base["num_boost_round"]))
     nthread = base["params"]["nthread"]
+    started = time.time()
     dtrain, dvalid = make_dmatrix(train, feature_names, nthread), make_dmatrix(valid, feature_names, nthread)
     key = f"valid-{metric}"
 
@@ -105,7 +276,7 @@ def _xgb_trial(
     class Report(xgb.callback.TrainingCallback):
         def after_iteration(self, model, epoch, evals_log):
             if (epoch + 1) % report_every == 0:
-                tune.report({key: score(model, epoch + 1), "rounds": epoch + 1})
+                tune.report({key: score(model, epoch + 1), "rounds": epoch + 1, "final": 0, "started_at": started})
             return False
 
     history: dict = {}
@@ -123,7 +294,13 @@ def _xgb_trial(
         )
         # The final (early-stopped, best-iteration) model is what would be registered: rank by it.
         tune.report(
-            {key: score(booster), "rounds": booster.num_boosted_rounds(), "final": 1},
+            {
+                key: score(booster),
+                "rounds": booster.num_boosted_rounds(),
+                "final": 1,
+                "started_at": started,
+                "ended_at": time.time(),
+            },
             checkpoint=tune.Checkpoint.from_directory(tmp),
         )
 
@@ -140,6 +317,7 @@ def _sk_trial(config: dict, cfg_model: dict, snapshot_path: str, manifest: dict,
     from mlops_ray.model.metrics import compute_metrics
     from mlops_ray.train.sklearn_trainer import MODEL_FILE, fit_estimator
 
+    started = time.time()
     with tempfile.TemporaryDirectory() as tmp:
         fit_estimator(
             cfg_model["estimator"], dict(cfg_model["params"], **config), cfg_model["seed"], snapshot_path, manifest, tmp
@@ -149,7 +327,10 @@ def _sk_trial(config: dict, cfg_model: dict, snapshot_path: str, manifest: dict,
         kind = get_kind("sklearn")
         task = snap.spec.task
         m = compute_metrics(task, valid.y, kind.scores(kind.load(str(Path(tmp) / MODEL_FILE)), valid.x, task))
-        tune.report({f"valid-{metric}": m[metric], "final": 1}, checkpoint=tune.Checkpoint.from_directory(tmp))
+        tune.report(
+            {f"valid-{metric}": m[metric], "final": 1, "started_at": started, "ended_at": time.time()},
+            checkpoint=tune.Checkpoint.from_directory(tmp),
+        )
 
 
 def _xgb_trainable(cfg, snapshot, pre, cpus_per_trial: int, out_dir, metric: str):
@@ -220,8 +401,7 @@ def tune_model(ctx, cfg, snapshot, *, register: bool = True):
     gate and the reports use.
     """
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-    from ray.tune.search import BasicVariantGenerator
+    from ray.tune.schedulers import FIFOScheduler
 
     from mlops_ray.errors import TrainingError
     from mlops_ray.model.kinds import get_kind
@@ -249,11 +429,9 @@ def tune_model(ctx, cfg, snapshot, *, register: bool = True):
     maximize = METRIC_DIRECTIONS[watch]
     trainable, max_t, base = _TRAINABLES[cfg.model.type](cfg, snapshot, pre, cpus_per_trial, out_dir, watch)
     metric, mode = f"valid-{watch}", ("max" if maximize else "min")
-    scheduler = (
-        ASHAScheduler(time_attr="training_iteration", max_t=max_t, grace_period=min(3, max_t), reduction_factor=2)
-        if cfg.tune.scheduler == "asha" and max_t > 1
-        else FIFOScheduler()
-    )
+    rf = 2
+    milestones = asha_milestones(max_t, min(3, max_t), rf) if cfg.tune.scheduler == "asha" and max_t > 1 else []
+    scheduler = _asha_scheduler(metric, maximize, milestones, rf) if milestones else FIFOScheduler()
     has_grid = any(kind == "grid" for kind, _ in parsed.values())
     tuner = tune.Tuner(
         tune.with_resources(trainable, {"cpu": cpus_per_trial}),
@@ -262,17 +440,25 @@ def tune_model(ctx, cfg, snapshot, *, register: bool = True):
             metric=metric,
             mode=mode,
             num_samples=1 if cfg.tune.search_alg == "grid" and has_grid else cfg.tune.num_samples,
-            max_concurrent_trials=concurrent,
             scheduler=scheduler,
-            search_alg=BasicVariantGenerator(random_state=cfg.model.seed),
+            # the cap is the generator's: Ray ignores max_concurrent_trials next to a generator instance
+            search_alg=search_algorithm(cfg.model.seed, concurrent),
         ),
         run_config=tune.RunConfig(name=name, storage_path=str(ctx.run_dir("ray", "tune")), verbose=0),
     )
     t0 = time.perf_counter()
     grid = list(tuner.fit())
     seconds = time.perf_counter() - t0
+    # ASHA replayed in trial order on every trial's recorded rungs: a trial it stops is out even if
+    # it ran to the end while its decision waited for an earlier trial (timing never picks the set).
+    decisions = asha_decisions(
+        [rung_values(_reported(r, metric), milestones) for r in grid], [True] * len(grid), rf, maximize
+    )
+    eliminated = {i for i, (kind, _) in enumerate(decisions) if kind == "stopped"}
     finished = [
-        i for i, r in enumerate(grid) if r.error is None and r.checkpoint is not None and (r.metrics or {}).get("final")
+        i
+        for i, r in enumerate(grid)
+        if r.error is None and r.checkpoint is not None and (r.metrics or {}).get("final") and i not in eliminated
     ]
     if not finished:
         errors = [str(r.error)[:300] for r in grid if r.error is not None]
@@ -294,7 +480,9 @@ def tune_model(ctx, cfg, snapshot, *, register: bool = True):
                     {
                         "status": "error"
                         if r.error
-                        else ("stopped_early" if not (r.metrics or {}).get("final") else "completed"),
+                        else (
+                            "stopped_early" if i in eliminated or not (r.metrics or {}).get("final") else "completed"
+                        ),
                         "best": str(i == best_i),
                         "snapshot_id": snapshot.id,
                     }
@@ -332,8 +520,22 @@ def tune_model(ctx, cfg, snapshot, *, register: bool = True):
         {
             "trials": len(grid),
             "finished": len(finished),
+            "stopped_early": sorted(eliminated),
+            "best_index": best_i,
             "best_config": best.config,
             "tune_seconds": seconds,
             "metric": metric,
+            "max_concurrent_trials": concurrent,
+            "cpus_per_trial": cpus_per_trial,
+            "trial_results": [
+                {
+                    "config": r.config,
+                    "status": "error" if r.error else ("completed" if i in finished else "stopped_early"),
+                    metric: (r.metrics or {}).get(metric) if i in finished else None,
+                    "started_at": (r.metrics or {}).get("started_at"),
+                    "ended_at": (r.metrics or {}).get("ended_at"),
+                }
+                for i, r in enumerate(grid)
+            ],
         },
     )

@@ -1,0 +1,181 @@
+"""Library chatter goes to <workspace>/logs/, not the console (no Ray: Ray's printer is faked)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import types
+import warnings
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mlops_ray import library_logs
+from mlops_ray.library_logs import LibraryLog
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def log(tmp_path):
+    lg = library_logs.activate(LibraryLog(tmp_path / "logs", "data-prepare"))
+    yield lg
+    library_logs.deactivate()
+    lg.close()
+
+
+class _MlflowLoggingStream:
+    """Like mlflow.utils.logging_utils.MlflowLoggingStream: writes to whatever sys.stderr is."""
+
+    def write(self, text):
+        sys.stderr.write(text)
+
+    def flush(self):
+        sys.stderr.flush()
+
+
+_MlflowLoggingStream.__module__ = "mlflow.utils.logging_utils"
+
+
+def _library_logger(name: str) -> logging.Logger:
+    """A logger configured the way Ray and MLflow configure theirs: own stderr handler, no propagation."""
+    lg = logging.getLogger(name)
+    lg.handlers = [logging.StreamHandler(sys.stderr)]
+    lg.setLevel(logging.INFO)
+    lg.propagate = False
+    return lg
+
+
+def test_nothing_is_created_until_something_is_written(tmp_path, log):
+    assert not (tmp_path / "logs").exists() and not log.written
+    log.write("x")
+    assert log.written and log.path.parent == tmp_path / "logs"
+    assert log.path.name.startswith("mlops-ray-data-prepare-") and log.path.read_text() == "x\n"
+
+
+def test_library_records_and_warnings_go_to_the_file(tmp_path, log, capsys):
+    ray_data = _library_logger("ray.data._test")
+    mlflow_stream = _library_logger("mlflow._test_proxy")
+    mlflow_stream.handlers = [logging.StreamHandler(_MlflowLoggingStream())]
+    mlflow_stream.info("INFO from a handler on MLflow's stderr proxy")
+    mlflow_like = logging.getLogger("mlflow._test_no_handler")  # propagates to root
+    ray_data.info("✔️  Dataset dataset_0 execution finished in 1.50 seconds")
+    mlflow_like.warning("Creating initial MLflow database tables...")
+    warnings.warn("some library warning", UserWarning, stacklevel=1)
+    logging.getLogger("mlops_ray._test").warning("our own warning stays visible")
+    out, err = capsys.readouterr()
+    assert out == "" and err == "our own warning stays visible\n"
+    text = log.path.read_text()
+    assert "INFO ray.data._test: ✔️  Dataset dataset_0 execution finished" in text
+    assert "WARNING mlflow._test_no_handler: Creating initial MLflow database tables" in text
+    assert "UserWarning: some library warning" in text
+    assert "INFO mlflow._test_proxy: INFO from a handler on MLflow's stderr proxy" in text
+    assert "our own warning" not in text
+
+
+def test_known_useless_warnings_are_dropped(log, capsys):
+    warnings.warn(
+        "\x1b[33mAdd type hints to the `predict` method to enable data validation\x1b[0m", UserWarning, stacklevel=1
+    )
+    warnings.warn("The specified dataset source can be interpreted in multiple ways: A, B.", UserWarning, stacklevel=1)
+    warnings.warn(
+        "`look_back_period_s` (5.0) must be greater than `metrics_interval_s` (10.0).", FutureWarning, stacklevel=1
+    )
+    assert capsys.readouterr() == ("", "") and not log.written
+
+
+def test_deactivate_restores_the_console(tmp_path, capsys):
+    before = (logging.StreamHandler.emit, list(warnings.filters), os.environ.get("RAY_AIR_NEW_OUTPUT"))
+    lg = library_logs.activate(LibraryLog(tmp_path / "logs", "x"))
+    assert os.environ["RAY_AIR_NEW_OUTPUT"] == "0"
+    assert library_logs.deactivate() is lg and library_logs.active() is None
+    assert (logging.StreamHandler.emit, list(warnings.filters), os.environ.get("RAY_AIR_NEW_OUTPUT")) == before
+    _library_logger("ray._test_after").warning("visible again")
+    assert "visible again" in capsys.readouterr().err
+
+
+def test_ray_worker_output_and_raylet_messages_go_to_the_file(log, monkeypatch, capsys):
+    # ray_runtime.ensure_ray calls before_ray_init() just before ray.init; fake Ray's printer module
+    printed = []
+    fake_worker = types.ModuleType("ray._private.worker")
+    fake_worker.print_to_stdstream = lambda data, ignore_prefix: printed.append(data)
+    fake_private = types.ModuleType("ray._private")
+    fake_private.worker = fake_worker
+    monkeypatch.setitem(sys.modules, "ray._private", fake_private)
+    monkeypatch.setitem(sys.modules, "ray._private.worker", fake_worker)
+    if "ray" not in sys.modules:
+        monkeypatch.setitem(sys.modules, "ray", types.ModuleType("ray"))
+    library_logs.before_ray_init()
+    fake_worker.print_to_stdstream(
+        {"pid": 123, "actor_name": "HAProxyManager", "is_err": True, "lines": ["INFO haproxy started"]},
+        ignore_prefix=False,
+    )
+    fake_worker.print_to_stdstream(
+        {"pid": "raylet", "is_err": False, "lines": ["Task ServeController.graceful_shutdown failed"]}, False
+    )
+    assert printed == [] and capsys.readouterr() == ("", "")
+    text = log.path.read_text()
+    assert "(HAProxyManager pid=123) [stderr] INFO haproxy started" in text
+    assert "(raylet) [stdout] Task ServeController.graceful_shutdown failed" in text
+
+
+def test_before_ray_init_without_an_active_log_changes_nothing(monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray._private.worker", None)  # would fail if imported
+    assert library_logs.active() is None
+    library_logs.before_ray_init()
+
+
+# ------------------------------------------------------------------ the real CLI, in a subprocess
+def _cli(args, home, *extra):
+    env = dict(os.environ, MLOPS_RAY_HOME=str(home))
+    for var in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+        env.pop(var, None)
+    return subprocess.run(
+        [sys.executable, "-m", "mlops_ray.cli", *extra, *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+
+
+def test_a_command_that_uses_mlflow_prints_no_library_chatter(tmp_path):
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump({"data": {"name": "d", "source": str(tmp_path), "id_column": "id", "label_column": "y"}}))
+    quiet = _cli(["models", "--config", str(cfg)], tmp_path / "home")
+    assert quiet.returncode == 0, quiet.stderr
+    assert "no versions of 'mlops-ray-model' yet" in quiet.stdout
+    lines = quiet.stderr.splitlines()
+    # creating the MLflow store logs INFO lines (alembic, mlflow.store.db.utils): in the file, named once
+    assert len(lines) == 1 and lines[0].startswith("library logs: "), quiet.stderr
+    logfile = Path(lines[0].removeprefix("library logs: "))
+    assert logfile.parent == tmp_path / "home" / "logs" and logfile.name.startswith("mlops-ray-models-")
+    assert "Creating initial MLflow database tables" in logfile.read_text()
+    for word in ("Traceback", "WARNING", "INFO", "Warning"):
+        assert word not in quiet.stderr
+
+    verbose = _cli(["models", "--config", str(cfg)], tmp_path / "home2", "--verbose")
+    assert verbose.returncode == 0 and "Creating initial MLflow database tables" in verbose.stderr
+    assert not (tmp_path / "home2" / "logs").exists()
+
+
+def test_a_command_with_no_library_output_names_no_log(tmp_path):
+    r = _cli(["data", "list"], tmp_path / "home")
+    assert r.returncode == 0 and r.stderr == "" and not (tmp_path / "home" / "logs").exists()
+
+
+def test_the_hook_patches_rays_real_printer(log, monkeypatch, capsys):
+    """Against the installed Ray (imported, not started): the printer Ray's log and error threads call."""
+    from ray._private import worker
+
+    monkeypatch.setattr(worker, "print_to_stdstream", worker.print_to_stdstream)  # undone after the test
+    original = worker.print_to_stdstream
+    library_logs.before_ray_init()
+    assert worker.print_to_stdstream is not original
+    assert worker.print_to_stdstream._mlops_ray_original is original
+    worker.print_to_stdstream({"pid": "raylet", "is_err": False, "lines": ["killed by ray.kill"]}, ignore_prefix=False)
+    assert capsys.readouterr() == ("", "") and "(raylet) [stdout] killed by ray.kill" in log.path.read_text()
