@@ -3,7 +3,7 @@
 Ray, Ray Data, Tune, Serve and MLflow write progress lines, INFO records, hints and warnings
 that a user of ``mlops-ray`` cannot act on (the quickstart printed ~100 such lines to stderr).
 While a :class:`LibraryLog` is active (:func:`activate`), they go to
-``<workspace>/logs/mlops-ray-<command>-<time>.log`` instead; the file (and ``logs/``) is created
+``<workspace>/logs/mlops-ray-<command>-<time>-<pid>.log`` instead; the file (and ``logs/``) is created
 only when something is written, and the CLI names it once at the end ("library logs: PATH").
 
 What is routed, and how (all undone by :func:`deactivate` except the Ray hook):
@@ -13,10 +13,11 @@ What is routed, and how (all undone by :func:`deactivate` except the Ray hook):
   ``ray.data``, Serve's, MLflow's, and ``logging.lastResort``). Their ``emit`` sends records of any
   logger outside ``mlops_ray`` to the file while a log is active, whenever the library configured
   its logging (at import, at ``ray.init``, at ``serve.run``). The root logger gets a handler too,
-  so records that propagate there (MLflow's with ``MLFLOW_CONFIGURE_LOGGING=false``, libraries
-  without handlers) land in the file; ``mlops_ray``'s own warnings still print, as before.
+  so records that propagate there (from libraries without handlers of their own) land in the file;
+  ``mlops_ray``'s own warnings still print, as before.
 * **warnings** (``logging.captureWarnings``) go to the file as ``py.warnings`` records; a few known
-  ones that say nothing to a user are ignored outright (:data:`IGNORED_WARNINGS`).
+  ones that say nothing to a user are dropped (:data:`IGNORED_WARNINGS`), by a filter and again where
+  warnings are shown (MLflow emits its type-hint warning inside its own ``simplefilter("once")``).
 * **Tune's console reporter** (trial tables, "View detailed results here", the TensorBoard hint)
   is the legacy one at verbosity 0 (``RAY_AIR_NEW_OUTPUT=0``), which prints nothing; the new one
   prints its header and hints even at ``verbose=0`` (ray/tune/experimental/output.py).
@@ -65,7 +66,7 @@ _CONSOLE_PROXY_PACKAGES = {"mlflow", "ray"}
 
 
 class LibraryLog:
-    """An append-only text file created on first write (``<logs_dir>/mlops-ray-<command>-<time>.log``)."""
+    """An append-only text file created on first write (``<logs_dir>/mlops-ray-<command>-<time>-<pid>.log``)."""
 
     def __init__(self, logs_dir: str | os.PathLike, command: str = "command", started: float | None = None):
         self.logs_dir = Path(logs_dir)
@@ -181,6 +182,18 @@ def _routed_emit(self: logging.StreamHandler, record: logging.LogRecord) -> None
     _original_emit(self, record)
 
 
+_IGNORED = [(re.compile(m, re.I), c) for m, c in IGNORED_WARNINGS]
+
+
+def _dropping_ignored(show):
+    def showwarning(message, category, filename, lineno, file=None, line=None):
+        if any(issubclass(category, c) and rx.match(str(message)) for rx, c in _IGNORED):
+            return
+        show(message, category, filename, lineno, file, line)
+
+    return showwarning
+
+
 def active() -> LibraryLog | None:
     """The log library output goes to now, or None (``--verbose``, or not the CLI)."""
     return _ACTIVE
@@ -205,6 +218,8 @@ def activate(log: LibraryLog) -> LibraryLog:
     for message, category in IGNORED_WARNINGS:
         warnings.filterwarnings("ignore", message=message, category=category)
     logging.captureWarnings(True)
+    # and again where they are shown: MLflow emits some inside its own `simplefilter("once")` block
+    warnings.showwarning = _dropping_ignored(warnings.showwarning)
     logging.getLogger().addHandler(root_handler)
     logging.StreamHandler.emit = _routed_emit
     _ACTIVE = log

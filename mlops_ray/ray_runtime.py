@@ -199,12 +199,18 @@ def ensure_ray(
     if quiet:
         init_kwargs.setdefault("logging_level", logging.WARNING)
         init_kwargs.setdefault("log_to_driver", True)
+    from mlops_ray import library_logs
+
+    # The CLI without --verbose: worker output and Ray's messages to the driver ("(raylet) ...")
+    # go to its log file in the workspace instead of the console (no-op otherwise).
+    library_logs.before_ray_init()
     ray.init(**init_kwargs)
     if quiet:
         import ray.data
 
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = bool(int(os.environ.get("MLOPS_RAY_PROGRESS", "1")))
+        ctx.enable_operator_progress_bars = False  # one bar per dataset execution, not one per operator
         ctx.print_on_execution_start = False
     return True
 

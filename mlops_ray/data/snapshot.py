@@ -295,7 +295,7 @@ class SnapshotStore:
     def get(self, name: str, sid: str) -> Snapshot | None:
         p = self.path_for(name, sid)
         m = p / MANIFEST
-        return Snapshot(p, json.loads(m.read_text())) if m.is_file() else None
+        return Snapshot(p, _read_manifest(m)) if m.is_file() else None
 
     def new_staging(self, name: str) -> Path:
         """A new staging directory holding this process's owner record (see :meth:`remove_stale_staging`)."""
@@ -364,9 +364,14 @@ class SnapshotStore:
         for m in self.root.glob(f"*/*/{MANIFEST}"):
             if m.parent.name.startswith("."):  # staging directories
                 continue
-            out.append(Snapshot(m.parent, json.loads(m.read_text())))
+            out.append(Snapshot(m.parent, _read_manifest(m)))
         out.sort(key=lambda s: s.manifest.get("created_at", ""), reverse=True)
         return out
+
+    def find_for(self, snapshot_id: str, dataset: str | None = None) -> Snapshot:
+        """The snapshot a run or model version names by id (and dataset name, when it recorded one:
+        identical content prepared under two dataset names has the same id)."""
+        return self.find(f"{dataset}/{snapshot_id}" if dataset else snapshot_id)
 
     def find(self, ref: str) -> Snapshot:
         """Resolve ``ID``, a unique ID prefix (>= 4 chars), ``NAME/ID`` or ``NAME@latest``.
@@ -395,3 +400,19 @@ class SnapshotStore:
                 f"no snapshot matches {ref!r} in {self.root} (known: {known}); run 'mlops-ray data prepare'"
             )
         raise SnapshotNotFoundError(f"{ref!r} is ambiguous: {[s.id for s in match]}")
+
+
+def _read_manifest(path: Path) -> dict:
+    """A snapshot's manifest; a damaged one is a :class:`SnapshotCorruptError` naming it, not a traceback."""
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise SnapshotCorruptError(
+            f"snapshot manifest {path} cannot be read ({err}); delete {path.parent} and run "
+            "'mlops-ray data prepare' again"
+        ) from None
+    if not isinstance(manifest, dict):
+        raise SnapshotCorruptError(
+            f"snapshot manifest {path} is not a JSON object; delete {path.parent} and prepare again"
+        )
+    return manifest

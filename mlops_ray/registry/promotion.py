@@ -89,11 +89,11 @@ def gate(ctx, cfg, version: str, *, force: bool = False) -> PromotionResult:
         )
     sid = mv.tags.get("snapshot_id", "?")
     try:
-        snap = ctx.snapshots.find(sid)
-    except SnapshotNotFoundError:
+        snap = ctx.snapshots.find_for(sid, mv.tags.get("dataset"))
+    except SnapshotNotFoundError as err:
         raise RegistryError(
-            f"version {mv.version} was trained on snapshot {sid}, which is not in this workspace "
-            f"({ctx.workspace.root}); the gate scores on that snapshot's test rows"
+            f"version {mv.version} was trained on snapshot {sid}, which cannot be found in this workspace "
+            f"({ctx.workspace.root}): {err}; the gate scores on that snapshot's test rows"
         ) from None
     spec = snap.spec
     g = cfg.registry.gate

@@ -51,7 +51,7 @@ def reproduce_run(ctx, run_id: str, *, allow_code_change: bool = False) -> Compa
         path = tracking.download_artifact(ctx.tracking_uri, run_id, "config.yaml", tmp)
         cfg = config_from_dict(yaml.safe_load(Path(path).read_text()), origin=f"run {run_id} config.yaml")
     try:
-        snap = ctx.snapshots.find(tags["snapshot_id"])
+        snap = ctx.snapshots.find_for(tags["snapshot_id"], tags.get("dataset"))
     except SnapshotNotFoundError:
         raise ReproduceError(
             f"snapshot {tags['snapshot_id']} used by run {run_id} is gone from the workspace; "

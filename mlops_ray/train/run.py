@@ -147,6 +147,7 @@ def register_candidate(ctx, cfg, snapshot: Snapshot, run_id: str, model_uri: str
         run_id,
         {
             "snapshot_id": snapshot.id,
+            "dataset": snapshot.name,
             "data_fingerprint": snapshot.fingerprint,
             **snapshot.spec.split.to_tags(),
             "task": snapshot.spec.task,

@@ -87,6 +87,13 @@ def test_known_useless_warnings_are_dropped(log, capsys):
     assert capsys.readouterr() == ("", "") and not log.written
 
 
+def test_known_warnings_are_dropped_inside_a_librarys_own_filter_block(log, capsys):
+    with warnings.catch_warnings():  # what MLflow's decorators do around the type-hint check
+        warnings.simplefilter("once", UserWarning)
+        warnings.warn("\x1b[33mAdd type hints to the `predict` method ...\x1b[0m", UserWarning, stacklevel=1)
+    assert capsys.readouterr() == ("", "") and not log.written
+
+
 def test_deactivate_restores_the_console(tmp_path, capsys):
     before = (logging.StreamHandler.emit, list(warnings.filters), os.environ.get("RAY_AIR_NEW_OUTPUT"))
     lg = library_logs.activate(LibraryLog(tmp_path / "logs", "x"))
@@ -145,7 +152,9 @@ def _cli(args, home, *extra):
 
 def test_a_command_that_uses_mlflow_prints_no_library_chatter(tmp_path):
     cfg = tmp_path / "cfg.yaml"
-    cfg.write_text(yaml.safe_dump({"data": {"name": "d", "source": str(tmp_path), "id_column": "id", "label_column": "y"}}))
+    cfg.write_text(
+        yaml.safe_dump({"data": {"name": "d", "source": str(tmp_path), "id_column": "id", "label_column": "y"}})
+    )
     quiet = _cli(["models", "--config", str(cfg)], tmp_path / "home")
     assert quiet.returncode == 0, quiet.stderr
     assert "no versions of 'mlops-ray-model' yet" in quiet.stdout
