@@ -216,6 +216,7 @@ def _one_error_line(proc: subprocess.CompletedProcess) -> str:
     return errors[0]
 
 
+@pytest.mark.integration  # slow (subprocesses), no Ray: kept out of the fast tier
 @needs_unshare
 def test_read_only_workspace_is_a_clean_error(tmp_path, small_config, workspace):
     """A real read-only bind mount of the workspace (chmod does not stop root)."""
@@ -236,6 +237,7 @@ def test_read_only_workspace_is_a_clean_error(tmp_path, small_config, workspace)
     assert line.startswith("error: cannot write ") and "read-only" in line and str(ws) in line
 
 
+@pytest.mark.integration  # slow (subprocesses), no Ray: kept out of the fast tier
 @needs_unshare
 def test_full_disk_is_a_clean_error(tmp_path, small_config, workspace):
     """A real full disk: the workspace is a 64 KiB tmpfs, too small for the snapshot's split files."""

@@ -150,6 +150,7 @@ def _cli(args, home, *extra):
     )
 
 
+@pytest.mark.integration  # slow (subprocesses), no Ray: kept out of the fast tier
 def test_a_command_that_uses_mlflow_prints_no_library_chatter(tmp_path):
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text(

@@ -165,6 +165,7 @@ def test_lock_on_another_host_within_its_lease_is_not_broken(store):
             pass
 
 
+@pytest.mark.integration  # slow (subprocesses), no Ray: kept out of the fast tier
 def test_concurrent_moves_from_separate_processes_keep_every_event(store):
     code = (
         "import sys; from mlflow.tracking import MlflowClient; from mlops_ray.registry import tracking; "

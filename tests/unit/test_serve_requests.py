@@ -215,6 +215,7 @@ def test_real_app_declares_json_request_bodies_for_both_scoring_routes():
         assert body["content"]["application/json"]["schema"] == schema
 
 
+@pytest.mark.integration  # slow (subprocesses), no Ray: kept out of the fast tier
 def test_schema_fuzzing_finds_no_5xx():
     """schemathesis from the app's own OpenAPI (and narrowed to the model's features, so bodies reach the
     model): positive and negative cases, no 5xx. The e2e tier runs the same against the real service."""
