@@ -21,8 +21,8 @@ from mlops_ray.errors import ConfigError, MlopsRayError
 _FIX_STORAGE = "or set MLOPS_RAY_HOME to a workspace on a writable disk with free space, then run the command again"
 
 
-def _storage_problem(err: BaseException) -> str | None:
-    """One line for a full disk or a read-only / unwritable path anywhere in ``err``'s causes, else None."""
+def _causes(err: BaseException):
+    """``err`` and every error behind it (Ray's ``cause``, ``__cause__``, ``__context__``), each once."""
     seen: set[int] = set()
     todo: list[BaseException] = [err]
     while todo:
@@ -30,6 +30,13 @@ def _storage_problem(err: BaseException) -> str | None:
         if id(e) in seen:
             continue
         seen.add(id(e))
+        yield e
+        todo += [x for x in (getattr(e, "cause", None), e.__cause__, e.__context__) if isinstance(x, BaseException)]
+
+
+def _storage_problem(err: BaseException) -> str | None:
+    """One line for a full disk or a read-only / unwritable path anywhere in ``err``'s causes, else None."""
+    for e in _causes(err):
         if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM):
             path = e.filename or "the workspace"
             if e.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -44,7 +51,6 @@ def _storage_problem(err: BaseException) -> str | None:
             return f"the MLflow database is read-only; make it and its directory writable {_FIX_STORAGE}"
         if "database or disk is full" in text:
             return f"the disk holding the MLflow database is full; free space there {_FIX_STORAGE}"
-        todo += [x for x in (getattr(e, "cause", None), e.__cause__, e.__context__) if isinstance(x, BaseException)]
     return None
 
 
@@ -83,17 +89,9 @@ def _user_error(err: BaseException) -> str | None:
     ``UserCodeException`` and Ray pickles that without its ``__cause__``, so only the traceback
     text still names our error: its last ``mlops_ray.errors.X: message`` line is the message.
     """
-    seen: set[int] = set()
-    todo: list[BaseException] = [err]
-    while todo:
-        e = todo.pop(0)
-        if id(e) in seen:
-            continue
-        seen.add(id(e))
-        inner = getattr(e, "cause", None)
-        if isinstance(e, MlopsRayError) and not isinstance(inner, MlopsRayError):
+    for e in _causes(err):
+        if isinstance(e, MlopsRayError) and not isinstance(getattr(e, "cause", None), MlopsRayError):
             return str(e)
-        todo += [x for x in (inner, e.__cause__, e.__context__) if isinstance(x, BaseException)]
     if any(c.__module__.split(".")[0] == "ray" for c in type(err).__mro__):
         found = _WRAPPED_ERROR.findall(str(err))
         if found:
@@ -562,8 +560,10 @@ def serve_reload(parent_config, config_path):
 def quickstart(config_path):
     """Run the whole pipeline on bundled sample data (local Ray, MLflow in the workspace)."""
     from mlops_ray.pipeline.quickstart import bundled_config_path, run_quickstart
+    from mlops_ray.ray_runtime import ensure_ray
 
     cfg = _load(config_path or bundled_config_path())
+    ensure_ray(serving=True)  # one cluster for every step, ready to serve (loopback, hardened Serve)
     run_quickstart(_context(cfg), cfg, config_path or "examples/quickstart.yaml", echo=click.echo)
 
 

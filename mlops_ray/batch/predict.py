@@ -72,7 +72,7 @@ def check_input(src: SourceFiles, meta: dict, id_column: str, batch_size: int = 
     Raises:
         SchemaError: one message listing every problem, with up to 5 example rows per problem.
     """
-    from mlops_ray.data.validate import ValidationReport, _is_numeric_type, _is_string_type, validate_batch
+    from mlops_ray.data.validate import ValidationReport, column_type_problems, validate_batch
 
     numeric, categorical = list(meta["numeric_features"]), list(meta["categorical_features"])
     where = f"input {src.uri!r}"
@@ -92,17 +92,7 @@ def check_input(src: SourceFiles, meta: dict, id_column: str, batch_size: int = 
         raise SchemaError(
             f"{where} does not fit the model: " + "; ".join(problems) + f". The input has columns {sorted(names)}"
         )
-    for c in numeric:
-        t = schema.field(c).type
-        if not (_is_numeric_type(t) or _is_string_type(t) or pa.types.is_null(t)):
-            problems.append(f"numeric feature {c!r} has type {t}, which cannot be cast to float64")
-    for c in categorical:
-        t = schema.field(c).type
-        if not (_is_string_type(t) or pa.types.is_integer(t) or pa.types.is_boolean(t) or pa.types.is_null(t)):
-            problems.append(f"categorical feature {c!r} has type {t}; expected string or integer")
-    idt = schema.field(id_column).type
-    if not (_is_string_type(idt) or pa.types.is_integer(idt)):
-        problems.append(f"id column {id_column!r} has type {idt}; expected string or integer")
+    problems += column_type_problems(schema, numeric, categorical, id_column)
     if problems:
         raise SchemaError(_problems(where, problems))
 

@@ -57,6 +57,24 @@ def _is_string_type(t: pa.DataType) -> bool:
     return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)
 
 
+def column_type_problems(schema: pa.Schema, numeric, categorical, id_column: str) -> list[str]:
+    """One line per column whose Arrow type cannot serve its role (numeric feature, categorical
+    feature, id); shared by ``data prepare`` and batch inference's input check."""
+    problems = []
+    for c in numeric:
+        t = schema.field(c).type
+        if not (_is_numeric_type(t) or _is_string_type(t) or pa.types.is_null(t)):
+            problems.append(f"numeric feature {c!r} has type {t}, which cannot be cast to float64")
+    for c in categorical:
+        t = schema.field(c).type
+        if not (_is_string_type(t) or pa.types.is_integer(t) or pa.types.is_boolean(t) or pa.types.is_null(t)):
+            problems.append(f"categorical feature {c!r} has type {t}; expected string or integer")
+    idt = schema.field(id_column).type
+    if not (_is_string_type(idt) or pa.types.is_integer(idt)):
+        problems.append(f"id column {id_column!r} has type {idt}; expected string or integer")
+    return problems
+
+
 def resolve_spec(schema: pa.Schema, data_cfg) -> DataSpec:
     """Check the source schema against ``data_cfg`` (a DataConfig) and infer feature lists.
 
@@ -93,17 +111,7 @@ def resolve_spec(schema: pa.Schema, data_cfg) -> DataSpec:
         categorical = [
             f.name for f in schema if f.name not in taken and f.name not in numeric and _is_string_type(f.type)
         ]
-    for c in numeric:
-        t = schema.field(c).type
-        if not (_is_numeric_type(t) or _is_string_type(t) or pa.types.is_null(t)):
-            problems.append(f"numeric feature {c!r} has type {t}, which cannot be cast to float64")
-    for c in categorical:
-        t = schema.field(c).type
-        if not (_is_string_type(t) or pa.types.is_integer(t) or pa.types.is_boolean(t) or pa.types.is_null(t)):
-            problems.append(f"categorical feature {c!r} has type {t}; expected string or integer")
-    idt = schema.field(data_cfg.id_column).type
-    if not (_is_string_type(idt) or pa.types.is_integer(idt)):
-        problems.append(f"id column {data_cfg.id_column!r} has type {idt}; expected string or integer")
+    problems += column_type_problems(schema, numeric, categorical, data_cfg.id_column)
     if not numeric and not categorical:
         problems.append("no feature columns: declare data.numeric_features / data.categorical_features")
     if problems:

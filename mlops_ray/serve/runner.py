@@ -71,7 +71,7 @@ def start_service(ctx, cfg, *, timeout_s: float = 180.0) -> str:
             "to serve; train and promote one first (mlops-ray train / promote)"
         )
     _check_port_free(cfg.serve.host, cfg.serve.port)
-    ensure_ray()
+    ensure_ray(serving=True)
     serve.start(http_options={"host": cfg.serve.host, "port": cfg.serve.port})
     serve.run(build_from_config(ctx, cfg), name=APP_NAME, route_prefix="/", blocking=False)
     url = service_url(cfg)
@@ -154,7 +154,7 @@ def serve_forever(ctx, cfg, echo=print, *, shutdown_timeout_s: float = 4.0) -> N
 
     # Handlers first (after ray.init, which installs its own): a signal during start-up still
     # ends in the clean shutdown below.
-    ensure_ray()
+    ensure_ray(serving=True)
     # Whatever ends this process (even SIGKILL), a watchdog ends what it started.
     start_reaper(mark=str(haproxy_dir()) + "/")
     for sig in (signal.SIGINT, signal.SIGTERM):

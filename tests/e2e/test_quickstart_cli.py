@@ -52,3 +52,15 @@ def test_quickstart_then_commands_with_example_config(tmp_path):
     again = _cli("data", "prepare", "--config", "examples/quickstart.yaml", env=env)
     assert again.returncode == 0, again.stderr
     assert "reused" in again.stdout and listing[0]["snapshot_id"] in again.stdout
+    # the README's follow-up commands, as written, on this fresh quickstart
+    for args in (
+        ("train", "--config", str(config)),
+        ("promote", "--config", str(config)),
+        ("promote", "--config", str(config), "--force"),
+        ("models", "--config", str(config), "--history"),
+        ("rollback", "--config", str(config)),
+    ):
+        r = _cli(*args, env=env)
+        assert r.returncode == 0, (args, r.stdout + r.stderr)
+        assert "Traceback" not in r.stderr
+    assert "champion: v2 -> v1" in r.stdout  # rollback restored the quickstart's champion

@@ -111,3 +111,25 @@ def test_reaper_kills_what_a_sigkilled_owner_started_and_nothing_else(tmp_path):
         for p in (owner, bystander):
             p.kill()
             p.wait(5)
+
+
+def test_worker_setup_patches_serve_modules_only_when_a_worker_imports_them():
+    """The hook costs nothing in workers that never load Ray Serve; where they load, they are hardened."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, asyncio\n"
+        "from mlops_ray.ray_runtime import worker_setup\n"
+        "worker_setup()\n"
+        "assert 'ray.serve._private.haproxy' not in sys.modules\n"
+        "import ray.serve._private.haproxy as h\n"
+        "assert 'bind 127.0.0.1:{{ config.stats_port }}' in h.HAPROXY_CONFIG_TEMPLATE\n"
+        "assert asyncio.create_subprocess_exec._mlops_ray\n"
+        "import ray.serve._private.replica as r\n"
+        "assert r.add_port_to_grpc_server._mlops_ray\n"
+        "print('ok')\n"
+    )
+    env = dict(os.environ, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
