@@ -31,10 +31,7 @@ def _tree(owner, mark: str | None) -> dict[int, float]:
                 continue
     except psutil.Error:
         return procs
-    if mark:
-        for p in psutil.process_iter(["pid", "cmdline", "create_time"]):
-            if mark in " ".join(p.info["cmdline"] or []):
-                procs[p.info["pid"]] = p.info["create_time"]
+    procs.update(_tree_by_mark(mark))
     return procs
 
 

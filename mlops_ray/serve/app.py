@@ -31,7 +31,7 @@ from mlops_ray.config import ServeSettings
 from mlops_ray.errors import ModelVersionNotFoundError
 from mlops_ray.serve import health as health_mod
 from mlops_ray.serve.errorlog import ErrorLogLimiter
-from mlops_ray.serve.http_api import Scored, handle_scoring
+from mlops_ray.serve.http_api import Scored, error_response, handle_scoring
 from mlops_ray.serve.model_store import LoadedModel, load_version, resolve_version
 from mlops_ray.serve.schema import (
     INVOCATIONS_REQUEST_SCHEMA,
@@ -49,10 +49,6 @@ api = FastAPI(
     "MLflow scoring-server payloads. Missing values: send null.",
     version="1",
 )
-
-
-def _error(status: int, detail: Any) -> JSONResponse:
-    return JSONResponse(status_code=status, content={"detail": detail})
 
 
 @serve.deployment(
@@ -271,7 +267,7 @@ class ModelServer:
     @api.get("/model", summary="The model being served")
     async def model_info(self):
         if self.current is None:
-            return _error(503, f"no model loaded: {self._last_error}")
+            return error_response(503, f"no model loaded: {self._last_error}")
         return self.current.info()
 
     @api.post("/reload", summary="Check the registry now (this replica)")

@@ -38,9 +38,6 @@ class Candidate:
     extra: dict = field(default_factory=dict)
 
 
-CandidateResult = Candidate  # the name used before the stage contracts
-
-
 def evaluate(model: TabularModel, snapshot: Snapshot, *, importance_repeats: int = 2, seed: int = 0) -> dict[str, Any]:
     """Metrics on valid and test, per-slice metrics on test, permutation importance on valid."""
     spec = snapshot.spec

@@ -53,6 +53,18 @@ def head_args(ports: dict[str, int]) -> list[str]:
     return [f"--{name}={port}" for name, port in ports.items()]
 
 
+def start_head(env: dict, ports: dict[str, int], *extra: str, cwd=None) -> None:
+    """``ray start --head`` on ``ports`` (see :func:`head_ports`) with 2 CPUs, dashboard on 127.0.0.1."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    ray = Path(sys.executable).parent / "ray"
+    args = [str(ray), "start", "--head", *head_args(ports), "--num-cpus=2", *extra]
+    args += ["--dashboard-host=127.0.0.1", "--disable-usage-stats"]
+    subprocess.run(args, cwd=cwd, env=env, check=True, capture_output=True, timeout=120)
+
+
 def stop_cluster(gcs_port: int, timeout: float = 30.0) -> None:
     """Stop only the cluster whose GCS listens on ``gcs_port``.
 

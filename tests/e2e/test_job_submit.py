@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from _cluster import head_args, head_ports, stop_cluster
+from _cluster import head_ports, start_head, stop_cluster
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,22 +27,7 @@ def head_node(tmp_path):
     )
     env.pop("RAY_ADDRESS", None)
     ports = head_ports()  # never fixed ones: another cluster on this host may hold them
-    subprocess.run(
-        [
-            str(BIN / "ray"),
-            "start",
-            "--head",
-            *head_args(ports),
-            "--num-cpus=2",
-            "--include-dashboard=true",
-            "--dashboard-host=127.0.0.1",
-            "--disable-usage-stats",
-        ],
-        env=env,
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
+    start_head(env, ports, "--include-dashboard=true")
     env["RAY_ADDRESS"] = f"http://127.0.0.1:{ports['dashboard-port']}"
     try:
         yield env

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-from _cluster import free_port, head_args, head_ports, serve_port_env, stop_cluster
+from _cluster import free_port, head_ports, serve_port_env, start_head, stop_cluster
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
@@ -95,22 +95,7 @@ def head(trained_home):
     )
     env.pop("RAY_ADDRESS", None)
     ports = head_ports()  # never fixed ones: another cluster on this host may hold them
-    subprocess.run(
-        [
-            str(BIN / "ray"),
-            "start",
-            "--head",
-            *head_args(ports),
-            "--num-cpus=2",
-            "--dashboard-host=127.0.0.1",
-            "--disable-usage-stats",
-        ],
-        cwd=ROOT,
-        env=env,
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
+    start_head(env, ports, cwd=ROOT)
     env["RAY_DASHBOARD_ADDRESS"] = f"http://127.0.0.1:{ports['dashboard-port']}"  # serve deploy/shutdown/status
     env["RAY_ADDRESS"] = f"127.0.0.1:{ports['port']}"
     try:

@@ -12,29 +12,24 @@ One trained and promoted model per module, one replica; bounded work, 127.0.0.1 
 
 from __future__ import annotations
 
-import json
 import socket
 import threading
 import time
 
 import httpx
-import pandas as pd
 import psutil
 import pytest
 from _bad_payloads import catalogue
 from _cluster import free_port
 from _fuzz import fuzz, with_model_features
+from _service import raw_config, running_service
+from _service import records as _records
+from _service import rows as _rows
 
-from mlops_ray.config import config_from_dict
-from mlops_ray.data.generate import FEATURE_SPEC, generate_dataset
-from mlops_ray.data.prepare import prepare_snapshot
-from mlops_ray.data.splits import load_split
-from mlops_ray.registry import promotion
-from mlops_ray.train.run import train_model
+from mlops_ray.data.generate import generate_dataset
 from mlops_ray.workspace import get_workspace
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
-FEATURES = FEATURE_SPEC["numeric"] + FEATURE_SPEC["categorical"]
 LIMIT = 4 * 1024 * 1024  # serve.max_body_bytes of this module's service
 GB = 1 << 30
 
@@ -53,59 +48,18 @@ def workspace(module_home, monkeypatch):
 
 @pytest.fixture(scope="module")
 def service(ray_session, module_home, tmp_path_factory):
-    import os
-
-    from mlops_ray.serve.runner import start_service, stop_service
-
-    old = os.environ.get("MLOPS_RAY_HOME")
-    os.environ["MLOPS_RAY_HOME"] = str(module_home)
     src = tmp_path_factory.mktemp("hardening-src")
     generate_dataset(src, 3000, shards=2, seed=5)
-    cfg = config_from_dict(
-        {
-            "data": {
-                "name": "hardening",
-                "source": str(src),
-                "id_column": "customer_id",
-                "label_column": "label",
-                "timestamp_column": "event_time",
-                "numeric_features": FEATURE_SPEC["numeric"],
-                "categorical_features": FEATURE_SPEC["categorical"],
-            },
-            "model": {"num_boost_round": 20, "params": {"max_depth": 3}},
-            "registry": {"model_name": "hardening-model"},
-            "serve": {
-                "port": free_port(),
-                "poll_interval_s": 1.0,
-                "max_body_bytes": LIMIT,
-                "min_replicas": 1,
-                "max_replicas": 1,  # one replica: the upload and the memory measured are the same one's
-                "num_cpus_per_replica": 0.25,
-            },
-        }
-    )
-    from mlops_ray.context import Context
-
-    ctx = Context.create(cfg, workspace=module_home)
-    snap = prepare_snapshot(cfg, ctx.workspace, engine="local").snapshot
-    v1 = train_model(ctx, cfg, snap)
-    promotion.promote(ctx, cfg, v1.version)
-    url = start_service(ctx, cfg)
-    yield {"url": url, "cfg": cfg, "snap": snap, "ctx": ctx, "version": str(v1.version)}
-    stop_service()
-    if old is None:
-        os.environ.pop("MLOPS_RAY_HOME", None)
-    else:
-        os.environ["MLOPS_RAY_HOME"] = old
-
-
-def _rows(snap, n=20) -> pd.DataFrame:
-    d = load_split(snap, "test", snap.preprocessor(), keep_frame=True)
-    return d.frame[FEATURES].head(n)
-
-
-def _records(df: pd.DataFrame) -> list[dict]:
-    return json.loads(df.to_json(orient="records"))
+    serve = {
+        "port": free_port(),
+        "poll_interval_s": 1.0,
+        "max_body_bytes": LIMIT,
+        "min_replicas": 1,
+        "max_replicas": 1,  # one replica: the upload and the memory measured are the same one's
+        "num_cpus_per_replica": 0.25,
+    }
+    with running_service(raw_config("hardening", src, "hardening-model", 20, serve), module_home) as svc:
+        yield svc
 
 
 def _assert_still_correct(service) -> None:

@@ -14,17 +14,17 @@ import numpy as np
 import pandas as pd
 import pytest
 from _cluster import free_port
+from _service import FEATURES, raw_config, running_service
+from _service import records as _records
+from _service import rows as _rows
 
 from mlops_ray.config import config_from_dict
-from mlops_ray.data.generate import FEATURE_SPEC, generate_dataset
-from mlops_ray.data.prepare import prepare_snapshot
-from mlops_ray.data.splits import load_split
+from mlops_ray.data.generate import generate_dataset
 from mlops_ray.registry import promotion
 from mlops_ray.train.run import train_model
 from mlops_ray.workspace import get_workspace
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
-FEATURES = FEATURE_SPEC["numeric"] + FEATURE_SPEC["categorical"]
 
 
 @pytest.fixture(scope="module")
@@ -41,62 +41,21 @@ def workspace(module_home, monkeypatch):
 
 @pytest.fixture(scope="module")
 def service(ray_session, module_home, tmp_path_factory):
-    import os
-
-    from mlops_ray.serve.runner import start_service, stop_service
-
-    old = os.environ.get("MLOPS_RAY_HOME")
-    os.environ["MLOPS_RAY_HOME"] = str(module_home)
     src = tmp_path_factory.mktemp("serve-src")
     generate_dataset(src, 4000, shards=2, seed=3)
-    cfg = config_from_dict(
-        {
-            "data": {
-                "name": "serve",
-                "source": str(src),
-                "id_column": "customer_id",
-                "label_column": "label",
-                "timestamp_column": "event_time",
-                "numeric_features": FEATURE_SPEC["numeric"],
-                "categorical_features": FEATURE_SPEC["categorical"],
-            },
-            "model": {"num_boost_round": 40, "params": {"max_depth": 3}},
-            "registry": {"model_name": "serve-model"},
-            "serve": {
-                "port": free_port(),
-                "poll_interval_s": 1.0,
-                "max_body_bytes": 200_000,
-                "min_replicas": 1,
-                "max_replicas": 3,
-                "target_ongoing_requests": 2,
-                "upscale_delay_s": 1.0,
-                "downscale_delay_s": 3.0,
-                "num_cpus_per_replica": 0.25,
-            },
-        }
-    )
-    from mlops_ray.context import Context
-
-    ctx = Context.create(cfg, workspace=module_home)
-    snap = prepare_snapshot(cfg, ctx.workspace, engine="local").snapshot
-    v1 = train_model(ctx, cfg, snap)
-    promotion.promote(ctx, cfg, v1.version)
-    url = start_service(ctx, cfg)
-    yield {"url": url, "cfg": cfg, "snap": snap, "ctx": ctx}
-    stop_service()
-    if old is None:
-        os.environ.pop("MLOPS_RAY_HOME", None)
-    else:
-        os.environ["MLOPS_RAY_HOME"] = old
-
-
-def _rows(snap, n=20) -> pd.DataFrame:
-    d = load_split(snap, "test", snap.preprocessor(), keep_frame=True)
-    return d.frame[FEATURES].head(n)
-
-
-def _records(df: pd.DataFrame) -> list[dict]:
-    return json.loads(df.to_json(orient="records"))
+    serve = {
+        "port": free_port(),
+        "poll_interval_s": 1.0,
+        "max_body_bytes": 200_000,
+        "min_replicas": 1,
+        "max_replicas": 3,
+        "target_ongoing_requests": 2,
+        "upscale_delay_s": 1.0,
+        "downscale_delay_s": 3.0,
+        "num_cpus_per_replica": 0.25,
+    }
+    with running_service(raw_config("serve", src, "serve-model", 40, serve), module_home) as svc:
+        yield svc
 
 
 def test_predict_matches_the_registered_pyfunc(service):

@@ -22,40 +22,18 @@ import psutil
 import pytest
 import yaml
 from _cluster import free_port
+from _service import FEATURES, raw_config, train_and_promote
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
-FEATURES_CFG = {"max_depth": 3}
 
 
 # ------------------------------------------------------------------ fixtures
 def _train_home(home: Path, src: Path, model_name: str, rounds: int) -> Path:
     """A workspace with ``model_name`` v1 promoted to champion; returns the config path."""
-    from mlops_ray.config import config_from_dict
-    from mlops_ray.context import Context
-    from mlops_ray.data.generate import FEATURE_SPEC
-    from mlops_ray.data.prepare import prepare_snapshot
-    from mlops_ray.registry import promotion
-    from mlops_ray.train.run import train_model
-
-    raw = {
-        "data": {
-            "name": "ops",
-            "source": str(src),
-            "id_column": "customer_id",
-            "label_column": "label",
-            "timestamp_column": "event_time",
-            "numeric_features": FEATURE_SPEC["numeric"],
-            "categorical_features": FEATURE_SPEC["categorical"],
-        },
-        "model": {"num_boost_round": rounds, "params": FEATURES_CFG},
-        "registry": {"model_name": model_name},
-        "serve": {"port": 8000, "num_cpus_per_replica": 0.25, "poll_interval_s": 2.0},
-    }
-    cfg = config_from_dict(raw)
-    ctx = Context.create(cfg, workspace=home)
-    snap = prepare_snapshot(cfg, ctx.workspace, engine="local").snapshot
-    promotion.promote(ctx, cfg, train_model(ctx, cfg, snap).version)
+    serve = {"port": free_port(), "num_cpus_per_replica": 0.25, "poll_interval_s": 2.0}
+    raw = raw_config("ops", src, model_name, rounds, serve)
+    train_and_promote(raw, home)
     path = home / "config.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return path
@@ -170,7 +148,7 @@ def test_nothing_listens_beyond_loopback_and_haproxy_is_private(homes, tmp_path)
 def test_two_services_side_by_side_answer_only_with_their_own_model(homes, tmp_path):
     (ca, ua), (cb, ub) = _config_on_free_port(homes["a"], tmp_path), _config_on_free_port(homes["b"], tmp_path)
     a, b = Service(ca, homes["a"].parent), Service(cb, homes["b"].parent)
-    rec = {"records": [{f: None for f in _features()}]}
+    rec = {"records": [{f: None for f in FEATURES}]}
     seen: dict[str, set] = {"model-a": set(), "model-b": set()}
     wrong, stop = [], threading.Event()
 
@@ -208,12 +186,6 @@ def test_two_services_side_by_side_answer_only_with_their_own_model(homes, tmp_p
             s.proc.wait(60)
     assert wrong == []
     assert seen == {"model-a": {"model-a"}, "model-b": {"model-b"}}, (seen, a.output()[-2000:], b.output()[-2000:])
-
-
-def _features():
-    from mlops_ray.data.generate import FEATURE_SPEC
-
-    return list(FEATURE_SPEC["numeric"]) + list(FEATURE_SPEC["categorical"])
 
 
 @pytest.mark.parametrize("how", ["sigint", "second-signal", "sigkill"])
@@ -278,7 +250,7 @@ def test_killing_a_replica_under_load_loses_at_most_its_in_flight_requests(homes
     concurrency = 8
     config, url = _config_on_free_port(homes["a"], tmp_path, min_replicas=2, max_replicas=2)
     svc = Service(config, homes["a"].parent)
-    rec = {"records": [{f: None for f in _features()}]}
+    rec = {"records": [{f: None for f in FEATURES}]}
     ok, failed, stop = [0], [], threading.Event()
 
     def load():
