@@ -547,6 +547,90 @@ def serve_reload(parent_config, config_path):
     click.echo("reload requested: replicas switch once the new version is loaded")
 
 
+# ------------------------------------------------------------------------ drift
+@main.group("drift")
+def drift_group():
+    """Data, prediction and model drift (PSI against the reference bins frozen at training)."""
+
+
+def _drift_output(ctx, ev: dict, fmt: str, out: str | None, stem: str, fail_on: str | None) -> None:
+    from datetime import datetime, timezone
+
+    from mlops_ray.drift.psi import SEVERITY
+    from mlops_ray.drift.render import render
+
+    path = None
+    if fmt in ("png", "html"):
+        if out:
+            path = Path(out)
+        else:
+            stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+            path = ctx.workspace.ensure("reports") / f"{stem}-{stamp}.{fmt}"
+    click.echo(render(ev, fmt, path))
+    if fail_on and SEVERITY[ev["status"]] >= SEVERITY[fail_on]:
+        sys.exit(1)
+
+
+_format_option = click.option(
+    "--format", "fmt", type=click.Choice(["table", "json", "png", "html"]), default="table", show_default=True
+)
+_out_option = click.option(
+    "--out", default=None, type=click.Path(dir_okay=False), help="File for png/html (default: <workspace>/reports/)."
+)
+_fail_option = click.option(
+    "--fail-on", type=click.Choice(["warn", "alert"]), default=None, help="Exit 1 when the status is at least this."
+)
+
+
+@drift_group.command("compare")
+@config_option
+@click.option("--current", "current", required=True, help="New data: Parquet/CSV file, directory or glob.")
+@click.option("--reference", "snapshot_ref", default=None, help="Snapshot id/prefix/NAME@latest as the reference.")
+@click.option(
+    "--model", "model_uri", default=None, help="models:/NAME@ALIAS or models:/NAME/VERSION (default: serve alias)."
+)
+@_format_option
+@_out_option
+@_fail_option
+@_friendly
+def drift_compare(config_path, current, snapshot_ref, model_uri, fmt, out, fail_on):
+    """Compare a batch of new data with a reference (streaming, any size): PSI per feature."""
+    from mlops_ray.drift.commands import compare_data
+
+    cfg = _load(config_path)
+    ctx = _context(cfg)
+    ev = compare_data(ctx, cfg, current, snapshot=snapshot_ref, model_uri=model_uri)
+    _drift_output(ctx, ev, fmt, out, "drift-compare", fail_on)
+
+
+@drift_group.command("report")
+@config_option
+@click.option("--url", default=None, help="Service base URL (default: http://serve.host:serve.port).")
+@click.option("--version", default=None, help="Model version (default: the one being served).")
+@click.option(
+    "--window",
+    type=click.Choice(["latest", "current"]),
+    default="latest",
+    show_default=True,
+    help="latest: the last closed window (else the one in progress); current: the window in progress.",
+)
+@_format_option
+@_out_option
+@_fail_option
+@_friendly
+def drift_report(config_path, url, version, window, fmt, out, fail_on):
+    """The live drift report of the running service (its drift monitor), for a person or a script."""
+    from mlops_ray.drift.commands import fetch_report, pick_evaluation
+
+    cfg = _load(config_path)
+    ctx = _context(cfg)
+    report = fetch_report(cfg, url)
+    if fmt == "json" and version is None and window == "latest":
+        click.echo(json.dumps(report, indent=2))
+        return
+    _drift_output(ctx, pick_evaluation(report, version, window), fmt, out, "drift-report", fail_on)
+
+
 # ------------------------------------------------------------------------ quickstart
 @main.command("quickstart")
 @click.option(

@@ -326,6 +326,37 @@ class ServeConfig(_Strict):
         return self
 
 
+class DriftConfig(_Strict):
+    """Data/prediction drift monitoring (README "Drift monitoring")."""
+
+    enabled: bool = True  # the service counts reference bins of the rows it scores
+    psi_warn: float = Field(0.1, gt=0)
+    psi_alert: float = Field(0.25, gt=0)
+    # Chance threshold: the PSI that sampling noise alone exceeds with probability alpha (per window,
+    # Bonferroni-corrected over the features); a feature warns/alerts only above it and the fixed band.
+    alpha: float = Field(0.01, gt=0, lt=1)
+    min_rows: int = Field(500, ge=1)  # nothing is judged below this many rows
+    window_rows: int = Field(1000, ge=1)  # a window closes at this many rows...
+    window_s: float = Field(60.0, gt=0)  # ...or this many seconds after its first row
+    keep_windows: int = Field(24, ge=1)  # closed windows kept per model version
+    push_every_rows: int = Field(256, ge=1)  # a replica pushes its counts at this many rows...
+    push_interval_s: float = Field(1.0, gt=0)  # ...or this often
+    checkpoint_interval_s: float = Field(1.0, gt=0)  # the monitor's state to <workspace>/drift/
+    metrics_host: str = "127.0.0.1"  # the monitor's Prometheus endpoint
+    metrics_port: int = Field(0, ge=0, le=65535)  # 0: an ephemeral port (reported by GET /drift)
+    feedback_rows: int = Field(10_000, ge=0)  # recent scored rows kept to join POST /feedback labels; 0: off
+    feedback_min_rows: int = Field(200, ge=1)  # labelled rows before a rolling metric / importance
+    retrain_on_alert: bool = True
+
+    @model_validator(mode="after")
+    def _check_order(self) -> "DriftConfig":
+        if self.psi_alert < self.psi_warn:
+            raise ValueError("drift.psi_alert must be >= drift.psi_warn")
+        if self.min_rows > self.window_rows:
+            raise ValueError("drift.min_rows must be <= drift.window_rows (no window could be judged)")
+        return self
+
+
 class ServeSettings(_Strict):
     """What one model-server replica needs, built from a config by :meth:`from_config`.
 
@@ -341,12 +372,16 @@ class ServeSettings(_Strict):
     max_body_bytes: int = Field(ge=1024)
     max_batch_size: int = Field(ge=1)
     batch_wait_timeout_s: float = Field(ge=0)
+    drift: DriftConfig = Field(default_factory=DriftConfig)
+    workspace: str | None = None  # where the drift monitor checkpoints (None: no checkpoints)
 
     @classmethod
-    def from_config(cls, cfg: "PipelineConfig", tracking_uri: str) -> "ServeSettings":
+    def from_config(cls, cfg: "PipelineConfig", tracking_uri: str, workspace=None) -> "ServeSettings":
         s = cfg.serve
         return cls(
             tracking_uri=tracking_uri,
+            drift=cfg.drift,
+            workspace=str(workspace) if workspace is not None else None,
             model_name=cfg.registry.model_name,
             alias=s.model_alias,
             poll_interval_s=s.poll_interval_s,
@@ -354,20 +389,6 @@ class ServeSettings(_Strict):
             max_batch_size=s.max_batch_size,
             batch_wait_timeout_s=s.batch_wait_timeout_s,
         )
-
-
-class DriftConfig(_Strict):
-    psi_warn: float = Field(0.1, gt=0)
-    psi_alert: float = Field(0.25, gt=0)
-    min_rows: int = Field(500, ge=1)
-    push_every_rows: int = Field(256, ge=1)
-    retrain_on_alert: bool = True
-
-    @model_validator(mode="after")
-    def _check_order(self) -> "DriftConfig":
-        if self.psi_alert < self.psi_warn:
-            raise ValueError("drift.psi_alert must be >= drift.psi_warn")
-        return self
 
 
 class PipelineConfig(_Strict):

@@ -232,31 +232,11 @@ def predict_files(
         ConfigError: bad ``model_uri``, unknown version/alias, non-empty ``output_dir``.
     """
     from mlops_ray.data.sources import list_source
-    from mlops_ray.errors import ConfigError, MlopsRayError
+    from mlops_ray.errors import ConfigError
     from mlops_ray.registry import tracking
+    from mlops_ray.registry.promotion import resolve_model_uri
 
-    client = ctx.client
-    name, alias, version = cfg.registry.model_name, cfg.serve.model_alias, None
-    if model_uri:
-        ref = model_uri.removeprefix("models:/")
-        if "@" in ref:
-            name, alias = ref.split("@", 1)
-        elif "/" in ref:
-            name, version = ref.split("/", 1)
-        else:
-            raise ConfigError(f"--model-uri {model_uri!r}: expected models:/NAME@ALIAS or models:/NAME/VERSION")
-    if version is None:
-        mv = tracking.alias_version(client, name, alias)
-        if mv is None:
-            raise ConfigError(f"model {name!r} has no alias {alias!r}")
-        version = str(mv.version)
-    else:
-        from mlops_ray.registry.promotion import get_version
-
-        try:
-            get_version(client, name, version)
-        except MlopsRayError as err:
-            raise ConfigError(str(err)) from None
+    name, version, alias = resolve_model_uri(ctx.client, cfg, model_uri)
     out = Path(output_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ConfigError(f"--output {output_dir} is not empty; choose a new directory")

@@ -105,3 +105,38 @@ class Prediction:
             )
             return cls(task, frame[cols].to_numpy(dtype=np.float64))
         return cls(task, frame["prediction"].to_numpy(dtype=np.float64))
+
+
+def prediction_values(task: str, scores: np.ndarray):
+    """What the prediction-drift histogram bins: P(1) (binary), the value (regression), the
+    predicted class as a string (multiclass)."""
+    s = np.asarray(scores)
+    if task == "multiclass":
+        return pa.array(s.argmax(axis=1).astype(str))
+    return s.astype(np.float64)
+
+
+def prediction_reference(task: str, scores: np.ndarray, n_bins: int = 10) -> dict:
+    """The reference histogram of a model's predictions (on the validation split, at training).
+
+    Binary/regression: decile edges of the scores (as for numeric features); multiclass: the
+    predicted classes as categories. Same entry format as ``reference_stats.json``'s features,
+    plus ``kind`` and ``rows``.
+    """
+    from mlops_ray.data.bins import categorical_bin_counts, numeric_bin_counts, proportions
+    from mlops_ray.data.stats import quantile_edges
+
+    values = prediction_values(task, scores)
+    if task == "multiclass":
+        k = np.asarray(scores).shape[1]
+        cats = [str(i) for i in range(k)]
+        counts = categorical_bin_counts(values, cats)
+        return {
+            "kind": "categorical",
+            "categories": cats,
+            "proportions": proportions(counts).tolist(),
+            "rows": len(values),
+        }
+    edges = quantile_edges(values[~np.isnan(values)], n_bins)
+    counts = numeric_bin_counts(values, edges)
+    return {"kind": "numeric", "edges": edges, "proportions": proportions(counts).tolist(), "rows": len(values)}

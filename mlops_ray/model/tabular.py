@@ -41,6 +41,10 @@ class TabularModel(PythonModel):
         self.preprocessor = Preprocessor.load(context.artifacts[ARTIFACT_PREPROCESSOR])
         self.kind = get_kind(self.meta["flavor"])
         self.estimator = self.kind.load(context.artifacts[ARTIFACT_MODEL])
+        self.reference_stats = None  # drift reference (models logged before it was shipped have none)
+        if ARTIFACT_REFERENCE in context.artifacts:
+            with open(context.artifacts[ARTIFACT_REFERENCE]) as f:
+                self.reference_stats = json.load(f)
 
     @classmethod
     def from_parts(cls, task: str, preprocessor, kind: str | ModelKind, estimator, meta: dict | None = None):

@@ -50,6 +50,37 @@ def get_version(client, name: str, version: str):
         raise TrackingError(f"cannot read model {name!r} version {version}: {type(err).__name__}: {err}") from None
 
 
+def resolve_model_uri(client, cfg, model_uri: str | None) -> tuple[str, str, str | None]:
+    """``models:/NAME@ALIAS`` / ``models:/NAME/VERSION`` / None (the deploy alias of ``cfg``) ->
+    (name, version, alias).
+
+    Raises:
+        ConfigError: a malformed URI, an unknown alias or version.
+    """
+    from mlops_ray.errors import ConfigError, MlopsRayError
+
+    name, alias, version = cfg.registry.model_name, cfg.serve.model_alias, None
+    if model_uri:
+        ref = model_uri.removeprefix("models:/")
+        if "@" in ref:
+            name, alias = ref.split("@", 1)
+        elif "/" in ref:
+            name, version = ref.split("/", 1)
+            alias = None
+        else:
+            raise ConfigError(f"{model_uri!r}: expected models:/NAME@ALIAS or models:/NAME/VERSION")
+    if version is None:
+        mv = tracking.alias_version(client, name, alias)
+        if mv is None:
+            raise ConfigError(f"model {name!r} has no alias {alias!r}")
+        return name, str(mv.version), alias
+    try:
+        get_version(client, name, version)
+    except MlopsRayError as err:
+        raise ConfigError(str(err)) from None
+    return name, str(version), alias
+
+
 def _split_spec(mv) -> SplitSpec:
     try:
         return SplitSpec.from_tags(mv.tags)

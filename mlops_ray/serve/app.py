@@ -23,17 +23,28 @@ from typing import Any
 
 import numpy as np
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict
 from ray import serve
+from starlette.requests import ClientDisconnect
 
 from mlops_ray.config import ServeSettings
-from mlops_ray.errors import ModelVersionNotFoundError
+from mlops_ray.drift.monitor import DriftRecorder, checkpoint_path
+from mlops_ray.errors import ModelVersionNotFoundError, RequestBodyError, RequestError
 from mlops_ray.serve import health as health_mod
+from mlops_ray.serve.body import read_json_body
 from mlops_ray.serve.errorlog import ErrorLogLimiter
-from mlops_ray.serve.http_api import Scored, error_response, handle_scoring
+from mlops_ray.serve.http_api import (
+    Scored,
+    client_error_response,
+    error_response,
+    handle_scoring,
+    parse_feedback,
+    request_id,
+)
 from mlops_ray.serve.model_store import LoadedModel, load_version, resolve_version
 from mlops_ray.serve.schema import (
+    FEEDBACK_REQUEST_SCHEMA,
     INVOCATIONS_REQUEST_SCHEMA,
     PREDICT_REQUEST_SCHEMA,
     openapi_json_body,
@@ -86,6 +97,18 @@ class ModelServer:
             self._registry.failed(health_mod.UNREACHABLE, self._last_error, time.time())
             log.warning("no model loaded yet: %s", self._last_error)
         self._poller = asyncio.get_event_loop().create_task(self._poll())
+        self.drift: DriftRecorder | None = None
+        self._drift_task = None
+        if self.settings.drift.enabled:
+            s = self.settings
+            self.drift = DriftRecorder(
+                s.model_name, s.drift, checkpoint_path(s.workspace, s.model_name), s.tracking_uri
+            )
+            try:
+                self.drift.monitor()  # start it now rather than at the first push
+            except Exception as err:
+                log.warning("drift monitor not started yet: %s: %s", type(err).__name__, err)
+            self._drift_task = asyncio.get_event_loop().create_task(self.drift.run())
 
     # ----------------------------------------------------------------- lifecycle
     def _init_metrics(self) -> None:
@@ -209,6 +232,7 @@ class ModelServer:
                 limiter=self._errlog,
                 logger=log,
                 unavailable=f"no model loaded: {self._last_error}",
+                observe=self.drift.observe if self.drift is not None else None,
             )
             status = out.status
             if out.response is None:
@@ -270,6 +294,53 @@ class ModelServer:
             return error_response(503, f"no model loaded: {self._last_error}")
         return self.current.info()
 
+    @api.get("/drift", summary="Data and prediction drift of the served model (from the drift monitor)")
+    async def drift_report(self, version: str | None = None):
+        """Per monitored model version: the window in progress and the last closed windows, each with
+        PSI, chance threshold and status per feature and for the prediction histogram; ground-truth
+        feedback metrics when labels were sent. 503 while the monitor is unavailable; 404 with
+        monitoring off."""
+        if self.drift is None:
+            return error_response(404, "drift monitoring is off (drift.enabled: false)")
+        try:
+            self.drift.flush()
+            report = await asyncio.wait_for(self.drift.monitor().report.remote(version), timeout=10)
+        except Exception as err:
+            return error_response(503, f"drift monitor unavailable: {type(err).__name__}: {err}")
+        report["serving_version"] = self.current.version if self.current else None
+        return report
+
+    @api.post(
+        "/feedback",
+        summary="Ground-truth labels for earlier predictions",
+        openapi_extra=openapi_json_body(FEEDBACK_REQUEST_SCHEMA),
+    )
+    async def feedback(self, request: Request):
+        """Body: `{"labels": [{"request_id": "...", "record": 0, "label": 1}, ...]}`: the label of record
+        `record` (default 0) of the request whose response carried `request_id`. Labels join the recent
+        scored rows the monitor keeps (`drift.feedback_rows`); `unknown` lists the items it no longer has."""
+        rid, given = request_id(request)
+        if self.drift is None:
+            return error_response(404, "drift monitoring is off (drift.enabled: false)", request_id=rid)
+        try:
+            body = await read_json_body(
+                request.stream(),
+                limit=self.settings.max_body_bytes,
+                content_type=request.headers.get("content-type"),
+                content_length=request.headers.get("content-length"),
+            )
+            items = parse_feedback(body, self.current.task if self.current else None)
+        except (RequestBodyError, RequestError) as err:
+            return client_error_response(err, rid, echo_id=not given)
+        except ClientDisconnect:
+            return Response(status_code=499)
+        try:
+            self.drift.flush()
+            out = await asyncio.wait_for(self.drift.monitor().feedback.remote(items), timeout=10)
+        except Exception as err:
+            return error_response(503, f"drift monitor unavailable: {type(err).__name__}: {err}", request_id=rid)
+        return {**out, "request_id": rid}
+
     @api.post("/reload", summary="Check the registry now (this replica)")
     async def reload(self):
         swapped = await self._check_for_new_version()
@@ -295,7 +366,7 @@ def deployment_options(cfg) -> dict[str, Any]:
 
 def build_from_config(ctx, cfg, **user_config):
     """The Serve application for a pipeline config in ``ctx``'s registry."""
-    settings = ServeSettings.from_config(cfg, ctx.tracking_uri)
+    settings = ServeSettings.from_config(cfg, ctx.tracking_uri, ctx.workspace.root)
     return ModelServer.options(**deployment_options(cfg), user_config=user_config or None).bind(settings)
 
 
@@ -332,7 +403,7 @@ def build_app(args: AppArgs):
         path = Path(os.environ.get("MLOPS_RAY_PROJECT_DIR", os.getcwd())) / path
     cfg = load_config(path)
     ctx = Context.create(cfg, workspace=args.workspace)
-    settings = ServeSettings.from_config(cfg, ctx.tracking_uri)
+    settings = ServeSettings.from_config(cfg, ctx.tracking_uri, ctx.workspace.root)
     overrides = {k: v for k, v in args.model_dump().items() if v is not None and k not in ("config", "workspace")}
     if "model_alias" in overrides:
         overrides["alias"] = overrides.pop("model_alias")

@@ -131,6 +131,54 @@ def internal_error_response(
     )
 
 
+def parse_feedback(body: Any, task: str | None) -> list[dict[str, Any]]:
+    """A ``POST /feedback`` body -> ``[{"request_id", "record", "label"}]`` (raises RequestError, 422).
+
+    Labels must be finite numbers; for classification, whole non-negative numbers (binary: 0 or 1).
+    """
+    from mlops_ray.serve.schema import MAX_FEEDBACK_ITEMS
+
+    def bad(loc, msg):
+        return {"loc": list(loc), "msg": msg}
+
+    if not isinstance(body, dict) or "labels" not in body:
+        raise RequestError([bad(("labels",), "required: a list of {request_id, record, label}")])
+    extra = [k for k in body if k != "labels"]
+    errors = [bad((k,), "unknown field") for k in extra[:5]]
+    items = body["labels"]
+    if not isinstance(items, list) or not items:
+        raise RequestError([*errors, bad(("labels",), "must be a non-empty list")])
+    if len(items) > MAX_FEEDBACK_ITEMS:
+        raise RequestError([bad(("labels",), f"at most {MAX_FEEDBACK_ITEMS} items per request")])
+    out = []
+    for i, item in enumerate(items):
+        loc = ("labels", i)
+        if not isinstance(item, dict):
+            errors.append(bad(loc, "must be an object"))
+            continue
+        for k in item:
+            if k not in ("request_id", "record", "label"):
+                errors.append(bad((*loc, str(k)[:64]), "unknown field"))
+        rid = item.get("request_id")
+        if not isinstance(rid, str) or not _REQUEST_ID.fullmatch(rid):
+            errors.append(bad((*loc, "request_id"), "required: the request id of the scored request"))
+        rec = item.get("record", 0)
+        if isinstance(rec, bool) or not isinstance(rec, int) or not 0 <= rec < 2**31:
+            errors.append(bad((*loc, "record"), "must be a non-negative integer"))
+        label = item.get("label")
+        ok = isinstance(label, (int, float)) and not isinstance(label, bool) and np.isfinite(float(label))
+        if ok and task in ("binary", "multiclass"):
+            ok = float(label).is_integer() and label >= 0 and (task != "binary" or label in (0, 1))
+        if not ok:
+            want = {"binary": "0 or 1", "multiclass": "a class index (0..k-1)"}.get(task, "a finite number")
+            errors.append(bad((*loc, "label"), f"must be {want}"))
+            continue
+        out.append({"request_id": rid, "record": rec, "label": label})
+    if errors:
+        raise RequestError(errors)
+    return out
+
+
 @dataclass
 class Scored:
     """The outcome of :func:`handle_scoring`: an error ``response``, or ``model`` and ``scores``."""
@@ -153,6 +201,7 @@ async def handle_scoring(
     limiter: ErrorLogLimiter,
     logger: logging.Logger,
     unavailable: str = "no model loaded",
+    observe: Callable[[Any, pa.Table, Any, str], None] | None = None,
 ) -> Scored:
     """The whole request path of ``route`` short of the metrics: never raises for any request.
 
@@ -160,6 +209,8 @@ async def handle_scoring(
         model: the loaded model (``schema``, ``transform``, ``feature_names``), or None (503).
         limit: the body size limit in bytes.
         score: ``await score(model, x)`` -> scores for the preprocessed matrix ``x``.
+        observe: ``observe(model, table, scores, request_id)`` after a request is scored (drift
+            monitoring); an error in it is logged and never fails the request.
     """
     rid, given = request_id(request)
     echo = not given
@@ -171,6 +222,13 @@ async def handle_scoring(
             x = model.transform(table)
         check_finite(x, model.feature_names, ROUTE_INPUTS[route][1])
         scores = await score(model, x)
+        if observe is not None:
+            try:
+                observe(model, table, scores, rid)
+            except Exception as err:  # monitoring never fails a request
+                decision = limiter.decide("observe:" + type(err).__name__)
+                if decision.line:
+                    logger.warning("drift observation failed: %s: %s", type(err).__name__, one_line(str(err)))
         return Scored(200, rid, model=model, scores=scores, rows=len(x))
     except (RequestBodyError, RequestError) as err:
         response = client_error_response(err, rid, echo_id=echo)

@@ -114,8 +114,11 @@ def reload_service(ctx, cfg) -> None:
 def stop_service() -> None:
     from ray import serve
 
+    from mlops_ray.drift.monitor import stop_all_monitors
+
     serve.delete(APP_NAME, _blocking=True)
     serve.shutdown()
+    stop_all_monitors()  # detached actors: they would outlive the service on a shared cluster
 
 
 def _hard_exit(code: int = 130) -> None:
@@ -181,4 +184,7 @@ def _stop_serve() -> None:
     application too, which an explicit ``serve.delete`` first only made slower (3 s idle)."""
     from ray import serve
 
+    from mlops_ray.drift.monitor import stop_all_monitors
+
     serve.shutdown()
+    stop_all_monitors()

@@ -324,3 +324,29 @@ INVOCATIONS_REQUEST_SCHEMA: dict[str, Any] = {
 def openapi_json_body(schema: dict[str, Any]) -> dict[str, Any]:
     """``openapi_extra`` for a route that reads a JSON body itself."""
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
+MAX_FEEDBACK_ITEMS = 10_000
+
+FEEDBACK_REQUEST_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["labels"],
+    "additionalProperties": False,
+    "properties": {
+        "labels": {
+            "type": "array",
+            "minItems": 1,
+            "maxItems": MAX_FEEDBACK_ITEMS,
+            "items": {
+                "type": "object",
+                "required": ["request_id", "label"],
+                "additionalProperties": False,
+                "properties": {
+                    "request_id": {"type": "string", "minLength": 1, "maxLength": 128},
+                    "record": {"type": "integer", "minimum": 0, "default": 0},
+                    "label": {"type": "number", "description": "class (0/1, 0..k-1) or target value"},
+                },
+            },
+        }
+    },
+}

@@ -17,6 +17,7 @@ from mlops_ray.data.prepare import library_versions
 from mlops_ray.data.snapshot import Snapshot
 from mlops_ray.data.splits import load_split
 from mlops_ray.model.metrics import compute_metrics, permutation_importance, slice_metrics
+from mlops_ray.model.prediction import prediction_reference
 from mlops_ray.model.tabular import TabularModel
 from mlops_ray.registry import tracking
 from mlops_ray.train.execution import ExecutionPlan, choose_execution
@@ -58,6 +59,8 @@ def evaluate(model: TabularModel, snapshot: Snapshot, *, importance_repeats: int
         out["permutation_importance"] = permutation_importance(
             model.score_frame, d.frame, d.y, spec.task, spec.features, repeats=importance_repeats, seed=seed
         )
+        # The reference for prediction drift: the histogram of this model's scores on the validation split.
+        out["prediction_reference"] = prediction_reference(spec.task, model.scores(d.x))
         out["input_example"] = d.frame[spec.features].head(5).reset_index(drop=True)
     return out
 
@@ -86,7 +89,9 @@ def log_candidate(
     )
     tracking.log_text(config_to_yaml(cfg), "config.yaml")
     tracking.log_dict(m, "data/manifest.json")
-    ref = snapshot.reference_stats()
+    ref = {**snapshot.reference_stats(), "task": spec.task}
+    if evaluation.get("prediction_reference"):
+        ref["prediction"] = evaluation["prediction_reference"]
     tracking.log_dict(ref, "data/reference_stats.json")
     tracking.log_snapshot_input(snapshot)
     code = tracking.code_version()
