@@ -631,6 +631,30 @@ def drift_report(config_path, url, version, window, fmt, out, fail_on):
     _drift_output(ctx, pick_evaluation(report, version, window), fmt, out, "drift-report", fail_on)
 
 
+@drift_group.command("model")
+@config_option
+@click.option(
+    "--current", "current", required=True, help="New data (with labels): Parquet/CSV file, directory or glob."
+)
+@click.option("--model", "model_uri", default=None, help="Reference model (default: the serve alias).")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@_friendly
+def drift_model(config_path, current, model_uri, fmt):
+    """Model drift: train on the new data and compare what drives the model (permutation importance)."""
+    from mlops_ray.drift.importance import format_model_drift
+    from mlops_ray.pipeline.model_drift import model_drift_command
+
+    cfg = _load(config_path)
+    report = model_drift_command(_context(cfg), cfg, current, model_uri=model_uri)
+    if fmt == "json":
+        click.echo(json.dumps(report, indent=2))
+        return
+    click.echo(
+        f"reference {report['model']} v{report['model_version']}; new-data model run {report['candidate_run_id']}"
+    )
+    click.echo(format_model_drift(report))
+
+
 # ------------------------------------------------------------------------ quickstart
 @main.command("quickstart")
 @click.option(

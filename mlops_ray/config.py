@@ -391,6 +391,52 @@ class ServeSettings(_Strict):
         )
 
 
+class DataTrigger(_Strict):
+    enabled: bool = True  # a changed source (cheap stat check, then the full fingerprint) starts a run
+
+
+class ScheduleTrigger(_Strict):
+    interval_s: float | None = Field(None, gt=0)  # every this many seconds...
+    cron: str | None = None  # ...or at the times of this cron expression (UTC), e.g. "0 3 * * *"
+    # Slots missed while the watcher was down or a run was in progress: one catch-up run, or none.
+    missed: Literal["run_once", "skip"] = "run_once"
+
+    @model_validator(mode="after")
+    def _check(self) -> "ScheduleTrigger":
+        if self.interval_s is not None and self.cron is not None:
+            raise ValueError("pipeline.schedule: give interval_s or cron, not both")
+        if self.cron is not None:
+            from croniter import croniter
+
+            if not croniter.is_valid(self.cron):
+                raise ValueError(f"pipeline.schedule.cron: {self.cron!r} is not a valid cron expression")
+        return self
+
+
+class DriftTrigger(_Strict):
+    enabled: bool = True
+    consecutive_windows: int = Field(2, ge=1)  # a feature in alert for this many closed windows in a row
+    cooldown_s: float = Field(600.0, ge=0)  # no second drift run within this time of the last
+    # The rolling metric from POST /feedback labels (the task's default metric) past this floor
+    # (below it for a metric to maximize, above it for one to minimize) also triggers.
+    metric_floor: float | None = None
+
+
+class CodeTrigger(_Strict):
+    enabled: bool = True  # the package's code digest differs from the champion's
+
+
+class AutomationConfig(_Strict):
+    """The ``pipeline:`` section: how ``pipeline run`` trains and what ``pipeline watch`` reacts to."""
+
+    train: Literal["train", "tune"] = "train"
+    poll_interval_s: float = Field(2.0, gt=0)  # how often the watcher evaluates its triggers
+    data: DataTrigger = Field(default_factory=DataTrigger)
+    schedule: ScheduleTrigger = Field(default_factory=ScheduleTrigger)
+    drift: DriftTrigger = Field(default_factory=DriftTrigger)
+    code: CodeTrigger = Field(default_factory=CodeTrigger)
+
+
 class PipelineConfig(_Strict):
     """The whole project config. Only ``data`` is required."""
 
@@ -401,6 +447,7 @@ class PipelineConfig(_Strict):
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
     serve: ServeConfig = Field(default_factory=ServeConfig)
     drift: DriftConfig = Field(default_factory=DriftConfig)
+    pipeline: AutomationConfig = Field(default_factory=AutomationConfig)
 
     # Directory of the YAML file; relative paths in the config resolve against it.
     base_dir: Path | None = Field(default=None, exclude=True)

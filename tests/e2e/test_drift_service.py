@@ -6,9 +6,11 @@ other seed) and drifted rows (``generate --drift``); bounded request counts.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 
 import httpx
@@ -55,6 +57,7 @@ def traffic(tmp_path_factory):
         d = tmp_path_factory.mktemp(f"traffic-{name}")
         generate_dataset(d, 3000, shards=1, seed=99, drift=drift)
         out[name] = pd.read_parquet(d)
+        out[f"{name}_dir"] = d
     return out
 
 
@@ -241,3 +244,114 @@ def test_prometheus_scrapes_the_psi_gauge(service, tmp_path):
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def cli(module_home, *args, timeout=300):
+    env = {**os.environ, "MLOPS_RAY_HOME": str(module_home)}
+    return subprocess.run(
+        [sys.executable, "-m", "mlops_ray.cli", *args], capture_output=True, text=True, env=env, timeout=timeout
+    )
+
+
+@pytest.fixture(scope="module")
+def config_file(service, tmp_path_factory):
+    from mlops_ray.config import config_to_yaml
+
+    path = tmp_path_factory.mktemp("drift-cfg") / "drift.yaml"
+    path.write_text(config_to_yaml(service["cfg"]))
+    return str(path)
+
+
+def test_cli_drift_report_against_the_running_service(service, config_file, module_home, tmp_path):
+    r = cli(module_home, "drift", "report", "--config", config_file, "--format", "json")
+    assert r.returncode == 0, r.stderr
+    body = json.loads(r.stdout)
+    assert body["serving_version"] == service["version"] and body["versions"][service["version"]]["total_rows"] > 0
+    r = cli(module_home, "drift", "report", "--config", config_file)
+    assert r.returncode == 0 and "PSI" in r.stdout and "income" in r.stdout, r.stdout
+    png = tmp_path / "report.png"
+    r = cli(module_home, "drift", "report", "--config", config_file, "--format", "png", "--out", str(png))
+    assert r.returncode == 0, r.stderr
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and r.stdout.strip() == str(png)
+    # --fail-on: exit 1 exactly when the window shown is at least that bad
+    latest = body["versions"][service["version"]]["windows"][-1]["status"]
+    r = cli(module_home, "drift", "report", "--config", config_file, "--fail-on", "warn")
+    assert r.returncode == (1 if latest in ("warn", "alert") else 0), (latest, r.stdout)
+    r = cli(module_home, "drift", "report", "--config", config_file, "--window", "current", "--format", "json")
+    assert r.returncode == 0 and "versions" in json.loads(r.stdout)
+    r = cli(module_home, "drift", "report", "--config", config_file, "--url", f"http://127.0.0.1:{free_port()}")
+    assert r.returncode == 2 and r.stderr.startswith("error:") and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_cli_drift_compare_offline(service, traffic, config_file, module_home, tmp_path):
+    same = cli(
+        module_home,
+        "drift",
+        "compare",
+        "--config",
+        config_file,
+        "--current",
+        str(traffic["same_dir"]),
+        "--format",
+        "json",
+    )
+    assert same.returncode == 0, same.stderr
+    ev = json.loads(same.stdout)
+    assert ev["status"] == "ok" and ev["rows"] == 3000 and ev["model_version"] == service["version"]
+    assert ev["prediction"] is not None
+    drifted = cli(
+        module_home,
+        "drift",
+        "compare",
+        "--config",
+        config_file,
+        "--current",
+        str(traffic["drifted_dir"]),
+        "--format",
+        "json",
+        "--fail-on",
+        "alert",
+    )
+    assert drifted.returncode == 1
+    ev = json.loads(drifted.stdout)
+    assert ev["status"] == "alert" and ev["features"][0]["status"] == "alert"
+    assert all(k in ev["features"][0] for k in ("psi", "chance_threshold", "rows", "status"))
+    html = tmp_path / "r.html"
+    r = cli(
+        module_home,
+        "drift",
+        "compare",
+        "--config",
+        config_file,
+        "--current",
+        str(traffic["drifted_dir"]),
+        "--reference",
+        service["snap"].id,
+        "--format",
+        "html",
+        "--out",
+        str(html),
+    )
+    assert r.returncode == 0 and "data:image/png;base64," in html.read_text()
+    bad = cli(module_home, "drift", "compare", "--config", config_file, "--current", str(tmp_path / "missing"))
+    assert bad.returncode == 2 and bad.stderr.startswith("error:") and "Traceback" not in bad.stderr
+
+
+def test_cli_drift_model_compares_drivers(service, traffic, config_file, module_home):
+    r = cli(
+        module_home,
+        "drift",
+        "model",
+        "--config",
+        config_file,
+        "--current",
+        str(traffic["drifted_dir"]),
+        "--format",
+        "json",
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    rep = json.loads(r.stdout)
+    assert set(rep["features"]) == set(FEATURES) and rep["status"] in ("stable", "changed")
+    assert -1.0 <= rep["candidate_vs_training"]["spearman"] <= 1.0 and rep["moved"]
+    run = service["ctx"].client.get_run(rep["candidate_run_id"])
+    assert "model_drift.spearman" in run.data.metrics and run.data.tags["model_drift.status"] == rep["status"]

@@ -1,0 +1,72 @@
+"""Model drift of a reference model against a model trained on new data (``mlops-ray drift model``,
+and the pipeline's evaluate step for every retrained candidate).
+
+Both models' permutation importances are measured on the *new* snapshot's validation rows and
+compared with the importances the reference model logged at training
+(:func:`mlops_ray.drift.importance.compare_importance`); the report is logged to the candidate's
+MLflow run (``evaluation/model_drift.json`` and ``model_drift.*`` metrics).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from mlops_ray.data.snapshot import Snapshot
+from mlops_ray.data.splits import load_split
+from mlops_ray.drift.importance import compare_importance
+from mlops_ray.model.metrics import permutation_importance
+from mlops_ray.registry import tracking
+
+
+def importance_on(model, snapshot: Snapshot, *, seed: int = 0, repeats: int = 2) -> dict[str, float]:
+    """Permutation importance (mean drop) of ``model`` on ``snapshot``'s validation rows."""
+    spec = snapshot.spec
+    split = "valid" if snapshot.rows("valid") else "test"
+    d = load_split(snapshot, split, model.preprocessor, keep_frame=True)
+    pi = permutation_importance(model.score_frame, d.frame, d.y, spec.task, spec.features, repeats=repeats, seed=seed)
+    return {k: float(v["mean"]) for k, v in pi.items()}
+
+
+def compare_models(ctx, cfg, reference, candidate, snapshot: Snapshot, *, candidate_run_id: str | None = None):
+    """The model-drift report of ``candidate`` (trained on ``snapshot``) against ``reference``
+    (TabularModels); logged to ``candidate_run_id`` when given."""
+    training = {k: float(v["mean"]) for k, v in reference.meta.get("permutation_importance", {}).items()}
+    report = compare_importance(
+        training,
+        importance_on(reference, snapshot, seed=cfg.model.seed),
+        importance_on(candidate, snapshot, seed=cfg.model.seed),
+    )
+    report["snapshot_id"] = snapshot.id
+    if candidate_run_id:
+        ctx.client.log_dict(candidate_run_id, report, "evaluation/model_drift.json")
+        rho = report["candidate_vs_training"]["spearman"]
+        metrics = {"model_drift.top_k_same": float(report["candidate_vs_training"]["top_k_same"])}
+        if rho is not None:
+            metrics["model_drift.spearman"] = rho
+        for key, value in metrics.items():
+            ctx.client.log_metric(candidate_run_id, key, value)
+        ctx.client.set_tag(candidate_run_id, "model_drift.status", report["status"])
+    return report
+
+
+def model_drift_command(ctx, cfg, current: str, *, model_uri: str | None = None) -> dict[str, Any]:
+    """``mlops-ray drift model``: prepare ``current`` as a snapshot, train a model on it (logged,
+    not registered) and compare it with the reference model (default: the deploy alias)."""
+    from mlops_ray.drift.commands import model_reference
+    from mlops_ray.pipeline import stages
+    from mlops_ray.train.run import train_model
+
+    _, reference, context = model_reference(ctx, cfg, model_uri)
+    path = str(Path(current).expanduser().resolve())
+    cfg_new = cfg.model_copy(update={"data": cfg.data.model_copy(update={"source": path, "generate": None})})
+    snap = stages.prepare(ctx, cfg_new, engine="local").snapshot
+    run_name = f"model-drift-{time.strftime('%Y%m%d-%H%M%S')}"
+    cand = train_model(ctx, cfg_new, snap, register=False, run_name=run_name, tags={"purpose": "model-drift"})
+    candidate = tracking.load_pyfunc(ctx.tracking_uri, cand.model_uri).unwrap_python_model()
+    report = compare_models(ctx, cfg, reference, candidate, snap, candidate_run_id=cand.run_id)
+    return {**report, **context, "current": path, "candidate_run_id": cand.run_id}
+
+
+__all__ = ["compare_models", "importance_on", "model_drift_command"]
