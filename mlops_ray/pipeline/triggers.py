@@ -380,7 +380,6 @@ class TriggerPolicy:
             if w.version != st.drift_version:
                 st.drift_version, st.alert_streaks = w.version, {}
             if w.status == "insufficient":
-                st.alert_streaks = {}
                 continue  # neither counts nor resets
             st.alert_streaks = {f: st.alert_streaks.get(f, 0) + 1 for f in sorted(set(w.alerted))}
             hit = sorted(f for f, n in st.alert_streaks.items() if n >= k)
