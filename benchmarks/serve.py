@@ -1,10 +1,15 @@
 """Serving benchmark: mlops-ray on Ray Serve vs `mlflow models serve` vs bare FastAPI + uvicorn.
 
     .venv/bin/python benchmarks/serve.py [--duration 5] [--concurrency 1 8 32 64 256]
+    .venv/bin/python benchmarks/serve.py --drift both --servers ours --concurrency 1 32 256 --rounds 2
 
 Same registered model, same payloads, same load generator (`wrk`, a C client, installed by
 this script via apt-get when missing) against 127.0.0.1 only; every run is bounded by
---duration. Servers run one at a time. Prints a table, writes JSON and a PNG plot.
+--duration. Servers run one at a time, each on a free port. Prints a table, writes JSON and a PNG plot.
+
+``--drift both`` measures the drift monitor's overhead: mlops-ray with drift monitoring on and off
+in the same run, alternating (on, off, off, on, ... over ``--rounds``) so that a machine getting
+slower or faster during the run does not favour one side; ratios use the mean of the rounds.
 """
 
 from __future__ import annotations
@@ -101,8 +106,14 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--duration", type=int, default=5)
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 64, 256])
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "serve.json"))
+    ap.add_argument("--out", default=None, help="JSON result (default benchmarks/results/serve[-drift].json)")
+    ap.add_argument("--drift", choices=["on", "off", "both"], default="on", help="drift monitoring in mlops-ray")
+    ap.add_argument("--servers", choices=["all", "ours"], default="all", help="ours: only mlops-ray")
+    ap.add_argument("--rounds", type=int, default=2, help="with --drift both: on/off pairs")
     args = ap.parse_args(argv)
+    if args.out is None:
+        name = "serve-drift.json" if args.drift == "both" else "serve.json"
+        args.out = str(ROOT / "benchmarks" / "results" / name)
     wrk = ensure_wrk()
     work = Path(tempfile.mkdtemp(prefix="mlops-bench-serve-"))
     os.environ.update(MLOPS_RAY_HOME=str(work / "home"), MLOPS_RAY_PROGRESS="0")
@@ -116,11 +127,14 @@ def main(argv=None) -> int:
     from mlops_ray.data.prepare import prepare_snapshot
     from mlops_ray.data.splits import load_split
     from mlops_ray.pipeline.stages import ensure_sample_data
+    from mlops_ray.ray_runtime import free_ports
     from mlops_ray.registry.promotion import promote
     from mlops_ray.serve.runner import start_service, stop_service
     from mlops_ray.train.run import train_model
 
+    ours_port, mlflow_port, bare_port = free_ports(3)
     raw = yaml.safe_load((ROOT / "examples" / "quickstart.yaml").read_text())
+    raw.setdefault("serve", {})["port"] = ours_port
     cfg = config_from_dict(raw, base_dir=ROOT / "examples")
     ctx = Context.create(cfg)  # this script is an entry point: $MLOPS_RAY_HOME set above
     ensure_sample_data(ctx, cfg)
@@ -142,15 +156,29 @@ def main(argv=None) -> int:
     env = dict(os.environ, MLFLOW_TRACKING_URI=tracking, MODEL_URI=model_uri, PATH=f"{BIN}:{os.environ['PATH']}")
     (work / "bare_app.py").write_text(BARE_APP)
 
+    ours_url = f"http://127.0.0.1:{cfg.serve.port}/predict"
+    ours_name = "mlops-ray (Ray Serve, HAProxy ingress)"
     servers = [
-        ("mlops-ray (Ray Serve, HAProxy ingress)", "records", "http://127.0.0.1:8000/predict"),
-        ("mlflow models serve", "mlflow", "http://127.0.0.1:5011/invocations"),
-        ("bare FastAPI + uvicorn", "records", "http://127.0.0.1:5012/predict"),
+        (ours_name, "records", ours_url),
+        ("mlflow models serve", "mlflow", f"http://127.0.0.1:{mlflow_port}/invocations"),
+        ("bare FastAPI + uvicorn", "records", f"http://127.0.0.1:{bare_port}/predict"),
     ]
+    if args.drift == "both":
+        order = []
+        for i in range(args.rounds):
+            order += ["on", "off"] if i % 2 == 0 else ["off", "on"]
+        runs = [(f"{ours_name} drift {d}", "records", ours_url, d == "on") for d in order]
+    else:
+        runs = [(ours_name, "records", ours_url, args.drift == "on")]
+    if args.servers == "all":
+        runs += [(n, f, u, False) for n, f, u in servers[1:]]
     results = []
-    for name, fmt, url in servers:
+    for name, fmt, url, drift_on in runs:
         proc = None
         if name.startswith("mlops-ray"):
+            cfg.drift.enabled = drift_on
+            cfg.serve.port = free_ports(1)[0]  # the previous run's HAProxy may still hold its port briefly
+            url = f"http://127.0.0.1:{cfg.serve.port}/predict"
             start_service(ctx, cfg)
         elif name.startswith("mlflow"):
             proc = subprocess.Popen(
@@ -165,14 +193,14 @@ def main(argv=None) -> int:
                     "-h",
                     "127.0.0.1",
                     "-p",
-                    "5011",
+                    str(mlflow_port),
                 ],
                 env=env,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
                 start_new_session=True,
             )
-            wait_up("http://127.0.0.1:5011/ping")
+            wait_up(f"http://127.0.0.1:{mlflow_port}/ping")
         else:
             proc = subprocess.Popen(
                 [
@@ -183,7 +211,7 @@ def main(argv=None) -> int:
                     "--host",
                     "127.0.0.1",
                     "--port",
-                    "5012",
+                    str(bare_port),
                     "--log-level",
                     "warning",
                     "--no-access-log",
@@ -194,7 +222,7 @@ def main(argv=None) -> int:
                 stderr=subprocess.DEVNULL,
                 start_new_session=True,
             )
-            wait_up("http://127.0.0.1:5012/docs")
+            wait_up(f"http://127.0.0.1:{bare_port}/docs")
         try:
             run_wrk(wrk, url, bodies[(fmt, 1)], work / "post.lua", 8, 2)  # warm-up
             for c in args.concurrency:
@@ -224,6 +252,8 @@ def main(argv=None) -> int:
             None,
         )
 
+    if args.drift == "both":
+        return _drift_summary(args, results, ours_name)
     ours, mlf, bare = (s[0] for s in servers)
     print(f"\n{'server':<40} {'conc':>5} {'rps':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
     for r in results:
@@ -308,6 +338,48 @@ def main(argv=None) -> int:
         print(f"plot skipped: {err}")
     print(f"wrote {args.out}")
     shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+def _drift_summary(args, results: list[dict], ours_name: str) -> int:
+    """Drift monitoring on vs off: mean over rounds per concurrency, ratios and the issue's targets."""
+    import importlib.metadata as md
+    import platform
+    import statistics
+
+    def mean(side, c, key, n=1):
+        vals = [
+            r[key]
+            for r in results
+            if r["server"] == f"{ours_name} drift {side}" and r["concurrency"] == c and r["records_per_request"] == n
+        ]
+        return statistics.mean(vals) if vals else None
+
+    print(f"\n{'conc':>5} {'rps off':>9} {'rps on':>9} {'ratio':>6} {'p99 off':>8} {'p99 on':>8} {'ratio':>6}")
+    checks = []
+    for c in args.concurrency:
+        ro, rn, po, pn = mean("off", c, "rps"), mean("on", c, "rps"), mean("off", c, "p99_ms"), mean("on", c, "p99_ms")
+        print(f"{c:>5} {ro:>9.1f} {rn:>9.1f} {rn / ro:>6.3f} {po:>8.1f} {pn:>8.1f} {pn / po:>6.3f}")
+        checks.append((f"c={c} throughput on >= 0.95x off", rn >= 0.95 * ro, rn / ro))
+        checks.append((f"c={c} p99 on <= 1.10x off", pn <= 1.10 * po, pn / po))
+    ro, rn = mean("off", 8, "rows_per_s", 100), mean("on", 8, "rows_per_s", 100)
+    print(f"100-record requests, c=8: {ro:,.0f} rows/s off, {rn:,.0f} on ({rn / ro:.3f})")
+    checks.append(("100-record rows/s on >= 0.95x off", rn >= 0.95 * ro, rn / ro))
+    for n, ok, v in checks:
+        print(f"{'PASS' if ok else 'FAIL'}: {n} (measured {v:.3f})")
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout
+    out = {
+        "command": " ".join([sys.executable, *sys.argv]),
+        "duration_s": args.duration,
+        "rounds": args.rounds,
+        "results": results,
+        "checks": [{"check": n, "pass": bool(ok), "value": v} for n, ok, v in checks],
+        "commit": commit.strip(),
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "ray": md.version("ray")},
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(out, indent=1))
+    print(f"wrote {args.out}")
     return 0
 
 

@@ -655,6 +655,131 @@ def drift_model(config_path, current, model_uri, fmt):
     click.echo(format_model_drift(report))
 
 
+# ------------------------------------------------------------------------ pipeline
+@main.group("pipeline")
+def pipeline_group():
+    """Continuous training: one cached pipeline run, a watcher that triggers runs, their history."""
+
+
+def _print_step(event: str, info: dict) -> None:
+    if event == "step_done":
+        s = info["step"]
+        from mlops_ray.pipeline.run import step_detail
+
+        detail = s.error or step_detail(s)
+        click.echo(f"  {s.name:<9} {s.status:<7} {s.seconds:6.1f}s  {detail}")
+
+
+@pipeline_group.command("run")
+@config_option
+@click.option(
+    "--trigger",
+    type=click.Choice(["manual", "data", "schedule", "drift", "code"]),
+    default="manual",
+    show_default=True,
+    help="What started this run (recorded in lineage and history).",
+)
+@click.option("--reason", default=None, help="Why (default: '<trigger> run from the CLI').")
+@click.option("--force", is_flag=True, help="Rerun every step even when an identical one is cached.")
+@click.option("--engine", type=click.Choice(["ray", "local"]), default="ray", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@_friendly
+def pipeline_run(config_path, trigger, reason, force, engine, as_json):
+    """prepare -> train|tune -> evaluate -> register -> gate -> deploy -> record, with step caching."""
+    from mlops_ray.pipeline.run import run_pipeline
+
+    cfg = _load(config_path)
+    ctx = _context(cfg)
+    if not as_json:
+        click.echo(f"pipeline run ({trigger}) for model {cfg.registry.model_name}")
+    res = run_pipeline(
+        ctx,
+        cfg,
+        trigger=trigger,
+        reason=reason or f"{trigger} run from the CLI",
+        force=force,
+        engine=engine,
+        on_event=(lambda e, i: None) if as_json else _print_step,
+    )
+    if as_json:
+        click.echo(json.dumps(res.to_dict(), indent=2, default=str))
+    else:
+        click.echo(res.summary_table())
+        cached = sum(s.status == "cached" for s in res.steps)
+        click.echo(
+            f"{res.status} in {res.seconds:.1f}s ({cached} step(s) cached); run {res.run_id}, "
+            f"MLflow run {res.mlflow_run_id}; version {res.version or '-'} {res.decision or ''}"
+        )
+    if res.status != "succeeded":
+        if not as_json:
+            click.echo(f"error: {res.error} (the next run resumes from this step)", err=True)
+        sys.exit(1)
+
+
+@pipeline_group.command("watch")
+@config_option
+@click.option("--url", default=None, help="Model service base URL for drift (default: http://serve.host:serve.port).")
+@click.option("--max-runs", type=click.IntRange(min=1), default=None, help="Stop after this many pipeline runs.")
+@click.option("--duration", type=click.FloatRange(min=0), default=None, help="Stop after this many seconds.")
+@_friendly
+def pipeline_watch(config_path, url, max_runs, duration):
+    """Evaluate the pipeline: triggers (new data, schedule, drift, code) and run the pipeline until stopped."""
+    import signal
+    import threading
+
+    from mlops_ray.pipeline.watch import Watcher
+
+    cfg = _load(config_path)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    if duration is not None:
+        threading.Timer(duration, stop.set).start()
+    Watcher(_context(cfg), cfg, echo=click.echo, service_url=url).run_forever(stop, max_runs=max_runs)
+    click.echo("[watch] stopped")
+
+
+@pipeline_group.command("history")
+@config_option
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--decisions/--no-decisions", default=True, show_default=True, help="Include trigger decisions.")
+@click.option("--limit", type=click.IntRange(min=1), default=None)
+@_friendly
+def pipeline_history(config_path, as_json, decisions, limit):
+    """Pipeline runs (trigger, steps ran/cached/failed, version, decision, duration) and trigger decisions."""
+    from mlops_ray.pipeline import history as hist
+    from mlops_ray.pipeline.run import pipeline_dir
+
+    cfg = _load(config_path)
+    entries = hist.read(pipeline_dir(_context(cfg), cfg), None if decisions else "run", limit)
+    if as_json:
+        click.echo(json.dumps(entries, indent=2, default=str))
+    elif not entries:
+        click.echo(f"no pipeline runs yet for model {cfg.registry.model_name} (mlops-ray pipeline run --config ...)")
+    else:
+        click.echo(hist.format_runs(entries))
+
+
+@pipeline_group.command("loop-demo")
+@config_option
+@click.option("--drift", "drift_level", type=click.FloatRange(0, 1), default=1.0, show_default=True)
+@click.option("--new-rows", type=click.IntRange(min=500), default=6000, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@_friendly
+def pipeline_loop_demo(config_path, drift_level, new_rows, as_json):
+    """Close the loop once on a local service: drift alert -> retraining -> gate -> the service switching."""
+    from mlops_ray.pipeline.loop import run_loop_demo
+    from mlops_ray.ray_runtime import ensure_ray
+
+    cfg = _load(config_path)
+    ensure_ray(serving=True)
+    res = run_loop_demo(
+        _context(cfg), cfg, echo=(lambda m: None) if as_json else click.echo, drift=drift_level, new_rows=new_rows
+    )
+    if as_json:
+        click.echo(json.dumps(res.to_dict(), indent=2, default=str))
+
+
 # ------------------------------------------------------------------------ quickstart
 @main.command("quickstart")
 @click.option(

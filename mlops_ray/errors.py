@@ -71,6 +71,14 @@ class ServiceError(MlopsRayError):
     """The model service cannot start, be found or be reached (port in use, no recorded cluster...)."""
 
 
+class PipelineBusyError(MlopsRayError):
+    """Another pipeline run for the same model is in progress."""
+
+
+class PipelineStepError(MlopsRayError):
+    """A pipeline step failed; earlier steps' results are kept (the next run resumes)."""
+
+
 class RequestError(Exception):
     """Invalid HTTP request body (answered with 422); ``errors`` is a list of ``{"loc": [...], "msg": str}``.
 

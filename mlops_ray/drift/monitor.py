@@ -23,6 +23,7 @@ import asyncio
 import json
 import logging
 import os
+import threading
 import time
 from collections import OrderedDict
 from pathlib import Path
@@ -80,6 +81,7 @@ class DriftMonitor:
         self.labelled: dict[str, dict[str, list]] = {}  # version -> {"y", "scores", "rows"}
         self._models: dict[str, Any] = {}
         self._loop_task = None
+        self._last_status: dict[str, str] = {}
         self._start_metrics()
 
     # ---------------------------------------------------------------- persistence
@@ -123,11 +125,17 @@ class DriftMonitor:
     def _closed(self, evaluations: list[dict]) -> None:
         for ev in evaluations:
             self._dirty = True
-            self.m_windows.labels(model_version=ev["model_version"]).inc()
+            v = ev["model_version"]
+            self.m_windows.labels(model_version=v).inc()
             if ev["status"] == "alert":
-                self.m_alerts.labels(model_version=ev["model_version"]).inc()
+                self.m_alerts.labels(model_version=v).inc()
+            previous = self._last_status.get(v)
+            self._last_status[v] = ev["status"]
+            if ev["status"] == "alert" and previous != "alert":  # log changes, not every window of a drift
                 names = [f["feature"] for f in ev["features"] if f["status"] == "alert"]
-                log.warning("drift alert on %s v%s: %s", self.model_name, ev["model_version"], ", ".join(names))
+                log.warning("drift alert on %s v%s: %s", self.model_name, v, ", ".join(names))
+            elif previous == "alert" and ev["status"] != "alert":
+                log.warning("drift alert on %s v%s ended (window status %s)", self.model_name, v, ev["status"])
 
     # ---------------------------------------------------------------- metrics
     def _start_metrics(self) -> None:
@@ -406,6 +414,7 @@ class DriftRecorder:
         self.registered: set[str] = set()
         self._handle = None
         self._last_ref = None
+        self._lock = threading.Lock()
         self.pushes = 0
         self.errors = 0
 
@@ -446,41 +455,59 @@ class DriftRecorder:
         buf.lengths.append(table.num_rows)
         buf.rows += table.num_rows
         if buf.rows >= self.cfg.push_every_rows:
-            self.flush(version)
+            self.flush(version, background=True)
 
-    def flush(self, version: str | None = None) -> int:
-        """Push the buffered counts (of ``version``, or all); returns rows pushed."""
-        pushed = 0
+    def flush(self, version: str | None = None, *, background: bool = False) -> int:
+        """Push the buffered counts (of ``version``, or all); returns the rows taken.
+
+        ``background``: count and send from the event loop right after the current request (``call_soon``)
+        rather than now. Not in a worker thread: a CPU-bound thread beside the event loop cost the
+        replica a third of its 100-record throughput (GIL convoy), more than the work itself (~1 ms).
+        """
+        taken = []
         for v in [version] if version is not None else list(self.buffers):
             buf = self.buffers.pop(v, None)
-            if buf is None or not buf.rows:
-                continue
-            table = pa.concat_tables(buf.tables) if len(buf.tables) > 1 else buf.tables[0]
+            if buf is not None and buf.rows:
+                taken.append((v, buf))
+        for v, buf in taken:
+            if background:
+                try:
+                    asyncio.get_running_loop().call_soon(self._send, v, buf)
+                    continue
+                except RuntimeError:  # no running loop (tests, scripts): send now
+                    pass
+            self._send(v, buf)
+        return sum(buf.rows for _, buf in taken)
+
+    def _send(self, v: str, buf: _Buffer) -> None:
+        """Count one buffer (vectorised over all its rows) and push it, fire-and-forget."""
+        try:
+            # one contiguous table: counting is ~2x faster and pickling a table of many small chunks
+            # cost 40 ms for 256 one-row requests (0.1 ms combined)
+            table = (pa.concat_tables(buf.tables) if len(buf.tables) > 1 else buf.tables[0]).combine_chunks()
             scores = np.concatenate(buf.scores) if len(buf.scores) > 1 else buf.scores[0]
             counts = buf.reference.count(table, scores)
             scored = None
             if self.cfg.feedback_rows:
                 scored = {"table": table, "scores": scores, "request_ids": buf.request_ids, "lengths": buf.lengths}
-            try:
+            with self._lock:  # register before the first push of a version, in order
                 handle = self._monitor()
                 if v not in self.registered:
                     handle.register.remote(v, self.stats[v])
                     self.registered.add(v)
                 self._last_ref = handle.push.remote(v, counts, buf.rows, scored)
                 self.pushes += 1
-                pushed += buf.rows
-            except Exception as err:  # never fail a request because of monitoring
-                self.errors += 1
-                self._handle = None
-                log.warning("drift push failed (%d rows dropped): %s: %s", buf.rows, type(err).__name__, err)
-        return pushed
+        except Exception as err:  # never fail a request because of monitoring
+            self.errors += 1
+            self._handle = None
+            log.warning("drift push failed (%d rows dropped): %s: %s", buf.rows, type(err).__name__, err)
 
     async def run(self) -> None:
         """Flush every ``push_interval_s`` (so low traffic still reaches the monitor)."""
         while True:
             await asyncio.sleep(self.cfg.push_interval_s)
             try:
-                self.flush()
+                self.flush(background=True)
             except Exception:
                 log.exception("drift flush failed")
 

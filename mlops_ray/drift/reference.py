@@ -11,6 +11,7 @@ report (:mod:`mlops_ray.drift.psi`) that every surface shows.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,7 +51,7 @@ class FeatureReference:
     edges: tuple[float, ...] = ()
     categories: tuple[str, ...] = ()
 
-    @property
+    @functools.cached_property
     def bins(self) -> list[str]:
         if self.kind == NUMERIC:
             e = self.edges
@@ -134,7 +135,7 @@ def _feature_report(ref: FeatureReference, counts, threshold_args: dict, limits:
         "above_chance": bool(rows and value > threshold),
         "status": P.verdict(value, threshold, rows, **limits) if rows else P.INSUFFICIENT,
         "rows": rows,
-        "bins": ref.bins,
+        "bins": list(ref.bins),
         "reference": [float(x) for x in proportions(ref.proportions)],
         "current": [float(x) for x in proportions(c)],
     }

@@ -115,6 +115,19 @@ def _cases(f) -> dict[tuple[str, ...], list[tuple[list[str], str]]]:
             (["--config", f["good"]], "no running service recorded"),
         ],
         ("quickstart",): [(["--config", f["not_yaml"]], f["not_yaml"])],
+        ("drift", "compare"): [
+            (["--config", f["missing"], "--current", f["source"]], "config file not found"),
+            (["--config", f["good"], "--current", f["source"], "--reference", "deadbeef"], "no snapshot matches"),
+        ],
+        ("drift", "report"): [
+            (["--config", f["not_yaml"]], f["not_yaml"]),
+            (["--config", f["good"], "--url", "http://127.0.0.1:9"], "no model service at http://127.0.0.1:9"),
+        ],
+        ("drift", "model"): [(["--config", f["missing"], "--current", f["source"]], "config file not found")],
+        ("pipeline", "run"): [(["--config", f["not_yaml"]], f["not_yaml"])],
+        ("pipeline", "watch"): [(["--config", f["missing"]], "config file not found")],
+        ("pipeline", "history"): [(["--config", f["not_yaml"]], f["not_yaml"])],
+        ("pipeline", "loop-demo"): [(["--config", f["missing"]], "config file not found")],
     }
 
 
@@ -142,6 +155,8 @@ def test_commands_on_the_registry_with_bad_ids_are_clean_errors(files, workspace
             "expected models:/NAME@ALIAS",
         ),
         (["predict", "--config", good, "--input", src, "--output", str(tmp / "p")], "has no alias 'champion'"),
+        (["drift", "compare", "--config", good, "--current", src], "has no alias 'champion'"),
+        (["drift", "compare", "--config", good, "--current", src, "--model", "models:/m/3"], "no version 3"),
         (
             ["predict", "--config", good, "--input", src, "--output", str(tmp / "p"), "--model-uri", "models:/m/3"],
             "model 'm' has no version 3",
