@@ -396,6 +396,9 @@ class ServeSettings(_Strict):
 
 class DataTrigger(_Strict):
     enabled: bool = True  # a changed source (cheap stat check, then the full fingerprint) starts a run
+    # A change counts once the source's file list, sizes and mtimes have stayed the same this long
+    # (a landing still being written is not trained on half-copied).
+    settle_s: float = Field(10.0, ge=0)
 
 
 class ScheduleTrigger(_Strict):

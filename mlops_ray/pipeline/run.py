@@ -112,8 +112,19 @@ def step_detail(s: StepResult) -> str:
         "prepare": lambda: (
             f"snapshot {o.get('snapshot_id', '')[:12]} ({o.get('rows', {}).get('train', '?')} train rows)"
         ),
-        "train": lambda: f"run {o.get('run_id', '')[:12]} {_fmt_metrics(o.get('metrics', {}))}",
-        "evaluate": lambda: f"model drift vs v{o.get('champion_version')}: {o.get('model_drift_status', 'n/a')}",
+        "train": lambda: (
+            f"{o.get('kind', 'train')} run {o.get('run_id', '')[:12]} {_fmt_metrics(o.get('metrics', {}))}"
+        ),
+        "evaluate": lambda: (
+            f"model drift vs v{o['champion_version']}: {o.get('model_drift_status')}"
+            + (
+                f" (Spearman {o['spearman']:.2f}; moved most: {', '.join(o.get('moved', []))})"
+                if o.get("spearman") is not None
+                else ""
+            )
+            if o.get("champion_version")
+            else "model drift: no champion yet"
+        ),
         "register": lambda: f"version {o.get('version')}",
         "gate": lambda: f"{o.get('decision')}: {'; '.join(o.get('reasons', []))[:80]}",
         "deploy": lambda: f"{o.get('alias')} -> v{o.get('version')}" if o.get("moved") else "alias not moved",

@@ -175,6 +175,8 @@ class PolicyState:
     source_key: str | None = None  # last stat key seen (after its fingerprint was computed)
     data_baseline: str | None = None  # fingerprint the next one is compared with
     champion_fingerprint: str | None = None  # last champion fingerprint seen (adopted as baseline on change)
+    changed_key: str | None = None  # a new stat key waiting for data.settle_s of quiet...
+    changed_at: float | None = None  # ...since this time
     # schedule
     schedule_anchor: float | None = None  # first observation time: interval slots are anchor + k * interval_s
     last_slot: float | None = None  # latest slot handled (run, coalesced or skipped)
@@ -205,6 +207,7 @@ class PolicyState:
             return None if x is None else float(x)
 
         st.schedule_anchor = opt_float(st.schedule_anchor)
+        st.changed_at = opt_float(st.changed_at)
         st.last_slot = opt_float(st.last_slot)
         st.last_drift_run_at = opt_float(st.last_drift_run_at)
         st.metric_reported = bool(st.metric_reported)
@@ -300,9 +303,18 @@ class TriggerPolicy:
         if not self.cfg.data.enabled or obs.source_key is None or obs.fingerprint is None:
             return
         if obs.source_key == st.source_key:
+            st.changed_key = st.changed_at = None
             return
+        settle = self.cfg.data.settle_s
+        if settle > 0:
+            if obs.source_key != st.changed_key:  # (still) changing: wait for quiet
+                st.changed_key, st.changed_at = obs.source_key, obs.now
+                return
+            if obs.now - (st.changed_at or obs.now) < settle:
+                return
         fp = obs.fingerprint()
         st.source_key = obs.source_key
+        st.changed_key = st.changed_at = None
         if st.data_baseline is None:
             st.data_baseline = fp  # the first fingerprint is the baseline: nothing to compare with yet
             return
@@ -439,6 +451,8 @@ class TriggerPolicy:
                     st.pending[f.trigger] = {"reason": f.reason, "count": 1, "since": obs.now}
                 else:
                     p.update(reason=f.reason, count=p["count"] + 1)
+                if f.trigger == DRIFT:  # a follow-up run is promised: later drift firings are skipped
+                    st.last_drift_run_at = obs.now
                 why = f"{f.reason}; a run is in progress: pending, one run follows when it finishes"
                 others.append(Decision(COALESCE, f.trigger, why, obs.now))
             return None
@@ -472,7 +486,21 @@ class TriggerPolicy:
         if DRIFT in triggers:
             st.last_drift_run_at = obs.now
             st.metric_reported = breach is not None  # this run answers the breach of this tick
+        if self.cfg.data.enabled and obs.source_key is not None:
+            # The run trains on the source as it is now: that data is consumed (its fingerprint becomes
+            # the baseline in run_finished), so it does not fire again while the run is in progress.
+            st.source_key = obs.source_key
+            st.changed_key = st.changed_at = None
         return Decision(RUN, lead, reason, obs.now)
+
+    def run_finished(self, fingerprint: str | None, succeeded: bool) -> None:
+        """Tell the policy how the run it started ended: the data it trained on (``fingerprint``,
+        from the prepare step) becomes the data baseline; after a failed run the source is looked
+        at again at the next tick (new data that failed to train fires again)."""
+        if succeeded and fingerprint:
+            self.state.data_baseline = fingerprint
+        elif not succeeded:
+            self.state.source_key = None
 
 
 __all__ = [

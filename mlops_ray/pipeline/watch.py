@@ -64,6 +64,8 @@ class Watcher:
 
         self.url = _url(cfg, service_url)
         self.thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._printed: dict[str, str] = {}
         self.results: list = []
         self.last_report: dict | None = None
 
@@ -132,11 +134,15 @@ class Watcher:
     # ---------------------------------------------------------------- one tick
     def tick(self) -> list:
         obs = self.observe()
-        decisions = self.policy.evaluate(obs)
-        self._save_state()
+        with self._lock:
+            decisions = self.policy.evaluate(obs)
+            self._save_state()
         for d in decisions:
             hist.append(self.dir, {"kind": "decision", **d.to_dict()})
-            self.echo(f"[watch] {d.action} ({d.trigger}): {d.reason}")
+            # every decision is in the history; the console shows a repeated skip/coalesce once
+            if d.action == "run" or self._printed.get(d.trigger) != d.action:
+                self.echo(f"[watch] {d.action} ({d.trigger}): {d.reason}")
+            self._printed = {} if d.action == "run" else {**self._printed, d.trigger: d.action}
             if d.action == "run":
                 self._start(d)
         return decisions
@@ -155,6 +161,11 @@ class Watcher:
             try:
                 res = self.run(self.ctx, self.cfg, trigger=decision.trigger, reason=decision.reason, context=context)
                 self.results.append(res)
+                prep = res.step("prepare")
+                fingerprint = prep.outputs.get("fingerprint") if prep is not None else None
+                with self._lock:
+                    self.policy.run_finished(fingerprint, res.status == "succeeded")
+                    self._save_state()
                 self.echo(
                     f"[watch] pipeline run {res.run_id} {res.status}: version {res.version or '-'} "
                     f"{res.decision or ''} in {res.seconds:.1f}s"

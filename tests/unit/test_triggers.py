@@ -21,7 +21,7 @@ from mlops_ray.pipeline.triggers import (
 )
 
 T0 = dt.datetime(2024, 1, 1, 0, 0, 30, tzinfo=dt.timezone.utc).timestamp()
-NO_AUTO = {"data": {"enabled": False}, "code": {"enabled": False}, "drift": {"enabled": False}}
+NO_AUTO = {"data": {"enabled": False, "settle_s": 0}, "code": {"enabled": False}, "drift": {"enabled": False}}
 
 
 def cfg(**over) -> AutomationConfig:
@@ -445,13 +445,48 @@ def test_skip_policy_slot_while_running_is_skipped_run_once_is_coalesced():
         assert actions(follow) == ([("run", "schedule")] if missed == "run_once" else [])
 
 
-def test_cooldown_runs_from_the_run_decision_not_the_coalesce():
+def test_a_coalesced_drift_starts_the_cooldown_and_its_follow_up_run_restarts_it():
+    """Drift that keeps alerting during a run is one follow-up run, not one coalesce per K windows."""
     policy, w = TriggerPolicy(drift_cfg(k=1, cooldown=100)), Windows()
     assert actions(policy.evaluate(Observation(now=T0, running=True, windows=alert(w)))) == [("coalesce", "drift")]
-    assert policy.state.last_drift_run_at is None
+    assert policy.state.last_drift_run_at == T0
+    assert actions(policy.evaluate(Observation(now=T0 + 10, running=True, windows=alert(w)))) == [("skip", "drift")]
     assert actions(policy.evaluate(Observation(now=T0 + 500))) == [("run", "drift")]
     assert actions(policy.evaluate(Observation(now=T0 + 550, windows=alert(w)))) == [("skip", "drift")]
     assert actions(policy.evaluate(Observation(now=T0 + 600, windows=alert(w)))) == [("run", "drift")]
+
+
+def test_data_waits_for_the_source_to_settle():
+    c = cfg(data={"enabled": True, "settle_s": 10})
+    policy, fp = TriggerPolicy(c), Fingerprint("d1")
+    assert policy.evaluate(Observation(now=T0, source_key="k1", fingerprint=fp, champion_fingerprint="d0")) == []
+    assert policy.evaluate(Observation(now=T0 + 5, source_key="k2", fingerprint=fp)) == []  # still being written
+    assert policy.evaluate(Observation(now=T0 + 14, source_key="k2", fingerprint=fp)) == []  # 9 s quiet
+    assert fp.calls == 0
+    out = policy.evaluate(Observation(now=T0 + 15.5, source_key="k2", fingerprint=fp))
+    assert actions(out) == [("run", "data")] and fp.calls == 1
+
+
+def test_a_run_consumes_the_source_it_trains_on():
+    """Drift starts a run while new data is settling: the run trains on it, so it fires nothing
+    later; its fingerprint becomes the baseline. After a failed run the data is looked at again."""
+    c = cfg(data={"enabled": True, "settle_s": 10}, drift={"enabled": True, "consecutive_windows": 1})
+    policy, w = TriggerPolicy(c), Windows()
+    policy.evaluate(Observation(now=T0, source_key="k1", fingerprint=Fingerprint("d1"), champion_fingerprint="d1"))
+    fp2 = Fingerprint("d2")
+    out = policy.evaluate(Observation(now=T0 + 1, source_key="k2", fingerprint=fp2, windows=alert(w)))
+    assert actions(out) == [("run", "drift")]
+    for t in (T0 + 20, T0 + 40):  # the run is in progress and after the settle time: no data trigger
+        assert policy.evaluate(Observation(now=t, source_key="k2", fingerprint=fp2, running=True)) == []
+    policy.run_finished("d2", succeeded=True)
+    assert policy.state.data_baseline == "d2"
+    assert policy.evaluate(Observation(now=T0 + 60, source_key="k2", fingerprint=fp2)) == [] and fp2.calls == 0
+    # a failed run: the same data is examined again and fires
+    fp3 = Fingerprint("d3")
+    out = policy.evaluate(Observation(now=T0 + 70, source_key="k3", fingerprint=fp3, windows=alert(w)))
+    policy.run_finished(None, succeeded=False)
+    assert policy.evaluate(Observation(now=T0 + 71, source_key="k3", fingerprint=fp3)) == []  # settling again
+    assert actions(policy.evaluate(Observation(now=T0 + 82, source_key="k3", fingerprint=fp3))) == [("run", "data")]
 
 
 # ------------------------------------------------------------------------------ persistence
