@@ -95,3 +95,43 @@ def test_train_job_submitted_to_a_running_cluster(head_node, tmp_path):
     )
     versions = json.loads(models.stdout)["versions"]
     assert [v["version"] for v in versions] == ["1"] and versions[0]["aliases"] == ["challenger"]
+    # the pipeline as a Ray job, followed through Ray's job API (status, logs)
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    client = JobSubmissionClient(env["RAY_ADDRESS"])
+    job_id = client.submit_job(
+        entrypoint="python jobs/pipeline.py --config examples/quickstart.yaml --trigger code --reason 'job test'",
+        runtime_env={"working_dir": str(ROOT), "env_vars": json.loads(runtime_env)["env_vars"]},
+    )
+    import time
+
+    deadline, status = time.monotonic() + 600, None
+    seen = set()
+    while time.monotonic() < deadline:
+        status = client.get_job_status(job_id)
+        seen.add(status)
+        if status in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED):
+            break
+        time.sleep(1)
+    logs = client.get_job_logs(job_id)
+    assert status == JobStatus.SUCCEEDED, logs[-3000:]
+    assert JobStatus.RUNNING in seen or JobStatus.PENDING in seen
+    assert "pipeline run (code)" in logs and "succeeded in" in logs and "version 2 PROMOTE" in logs, logs[-3000:]
+    history = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mlops_ray.cli",
+            "pipeline",
+            "history",
+            "--config",
+            "examples/quickstart.yaml",
+            "--json",
+        ],
+        cwd=ROOT,
+        env=dict(env, RAY_ADDRESS=""),
+        capture_output=True,
+        text=True,
+    )
+    runs = [e for e in json.loads(history.stdout) if e["kind"] == "run"]
+    assert [(r["trigger"], r["status"], r["version"]) for r in runs] == [("code", "succeeded", "2")]
