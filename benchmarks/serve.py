@@ -224,7 +224,7 @@ def main(argv=None) -> int:
             )
             wait_up(f"http://127.0.0.1:{bare_port}/docs")
         try:
-            run_wrk(wrk, url, bodies[(fmt, 1)], work / "post.lua", 8, 2)  # warm-up
+            run_wrk(wrk, url, bodies[(fmt, 1)], work / "post.lua", 8, 5 if args.drift == "both" else 2)  # warm-up
             for c in args.concurrency:
                 r = run_wrk(wrk, url, bodies[(fmt, 1)], work / "post.lua", c, args.duration)
                 results.append({"server": name, "records_per_request": 1, **r, "rows_per_s": r["rps"]})

@@ -56,6 +56,7 @@ _HAPROXY_PATH_ENV = (
 _ENV_OWNER = "MLOPS_RAY_CLUSTER_ENV_PID"  # the process whose local cluster the values above belong to
 # Short on purpose: Ray adds a 56-character node directory and unix socket paths are limited to 108 bytes.
 HAPROXY_DIR_PREFIX = "mlrh-"
+_CHOSEN_PORTS: set[str] = set()  # SERVE_PORT_ENV variables this process set itself
 _HAPROXY_DIR_RE = re.compile(r"/" + re.escape(HAPROXY_DIR_PREFIX) + r"(\d+)/")
 
 
@@ -94,9 +95,13 @@ def _local_cluster_env() -> None:
         for var in SERVE_PORT_ENV + _HAPROXY_PATH_ENV:
             os.environ.pop(var, None)
     os.environ[_ENV_OWNER] = str(os.getpid())
-    missing = [v for v in SERVE_PORT_ENV if not os.environ.get(v)]
+    # Ports this process chose for an earlier local cluster are chosen again: that cluster's HAProxy
+    # may still hold them for a moment after ray.shutdown() (a second cluster in one process, e.g. a
+    # benchmark that restarts the service, failed with "Address already in use").
+    missing = [v for v in SERVE_PORT_ENV if not os.environ.get(v) or v in _CHOSEN_PORTS]
     for var, port in zip(missing, free_ports(len(missing))):
         os.environ[var] = str(port)
+        _CHOSEN_PORTS.add(var)
     d = haproxy_dir()
     d.mkdir(mode=0o700, parents=True, exist_ok=True)
     os.chmod(d, 0o700)

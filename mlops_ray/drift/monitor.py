@@ -435,6 +435,11 @@ class DriftRecorder:
         """The monitor's handle (created if needed)."""
         return self._monitor()
 
+    def forget(self) -> None:
+        """A call to the monitor failed: look it up (or recreate it) next time."""
+        with self._lock:
+            self._handle, self.registered = None, set()
+
     def observe(self, model, table: pa.Table, scores: np.ndarray, request_id: str) -> None:
         """Record one scored request (``model`` is the LoadedModel that scored it)."""
         version = model.version

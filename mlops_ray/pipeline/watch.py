@@ -63,6 +63,8 @@ class Watcher:
         from mlops_ray.drift.commands import service_url as _url
 
         self.url = _url(cfg, service_url)
+        # the code this watcher (and the runs it starts) runs: digest once, not per tick
+        self.code_digest = tracking.code_version()["code_digest"]
         self.thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._printed: dict[str, str] = {}
@@ -121,7 +123,7 @@ class Watcher:
             windows=windows,
             rolling_metric=rolling,
             metric_direction=direction,
-            code_digest=tracking.code_version()["code_digest"],
+            code_digest=self.code_digest,
             champion_code_digest=champ_code,
             champion_fingerprint=champ_fp,
             running=self.running,

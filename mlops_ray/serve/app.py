@@ -306,6 +306,7 @@ class ModelServer:
             self.drift.flush()
             report = await asyncio.wait_for(self.drift.monitor().report.remote(version), timeout=10)
         except Exception as err:
+            self.drift.forget()
             return error_response(503, f"drift monitor unavailable: {type(err).__name__}: {err}")
         report["serving_version"] = self.current.version if self.current else None
         return report
@@ -338,6 +339,7 @@ class ModelServer:
             self.drift.flush()
             out = await asyncio.wait_for(self.drift.monitor().feedback.remote(items), timeout=10)
         except Exception as err:
+            self.drift.forget()
             return error_response(503, f"drift monitor unavailable: {type(err).__name__}: {err}", request_id=rid)
         return {**out, "request_id": rid}
 

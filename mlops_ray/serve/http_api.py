@@ -166,7 +166,11 @@ def parse_feedback(body: Any, task: str | None) -> list[dict[str, Any]]:
         if isinstance(rec, bool) or not isinstance(rec, int) or not 0 <= rec < 2**31:
             errors.append(bad((*loc, "record"), "must be a non-negative integer"))
         label = item.get("label")
-        ok = isinstance(label, (int, float)) and not isinstance(label, bool) and np.isfinite(float(label))
+        ok = isinstance(label, (int, float)) and not isinstance(label, bool)
+        try:
+            ok = ok and bool(np.isfinite(float(label)))
+        except OverflowError:  # an integer of hundreds of digits
+            ok = False
         if ok and task in ("binary", "multiclass"):
             ok = float(label).is_integer() and label >= 0 and (task != "binary" or label in (0, 1))
         if not ok:
