@@ -22,7 +22,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import os
+import random
 import threading
 import time
 from collections import OrderedDict
@@ -82,6 +84,7 @@ class DriftMonitor:
         self._models: dict[str, Any] = {}
         self._loop_task = None
         self._last_status: dict[str, str] = {}
+        self.sampled_out: dict[str, int] = {}  # rows replicas did not count (drift.sample_rows_per_s)
         self._start_metrics()
 
     # ---------------------------------------------------------------- persistence
@@ -198,9 +201,13 @@ class DriftMonitor:
             self._write_checkpoint()  # a restarted monitor must know every version it was told of
         return new
 
-    async def push(self, version: str, counts: dict, rows: int, scored: dict | None = None) -> None:
+    async def push(self, version: str, counts: dict, rows: int, scored: dict | None = None, skipped: int = 0) -> None:
         self._ensure_loop()
         self.pushes += 1
+        if skipped:
+            self.sampled_out[str(version)] = self.sampled_out.get(str(version), 0) + int(skipped)
+        if not rows:
+            return
         self._closed(self.store.add(str(version), counts, int(rows), time.time()))
         self._dirty = True
         if scored is not None and self.cfg.feedback_rows:
@@ -231,6 +238,7 @@ class DriftMonitor:
         }
         for v, rep in out["versions"].items():
             rep["feedback"] = await self._feedback_summary(v)
+            rep["sampled_out_rows"] = self.sampled_out.get(v, 0)
         return json_safe(out)
 
     async def ping(self) -> dict[str, Any]:
@@ -383,15 +391,46 @@ def stop_all_monitors() -> int:
 
 # ---------------------------------------------------------------------------------------- replica side
 class _Buffer:
-    __slots__ = ("reference", "tables", "scores", "request_ids", "lengths", "rows")
+    """Scored rows of one version since the last push. Requests are compacted into one contiguous
+    table every :data:`COMPACT_EVERY` requests, so a push never concatenates a thousand one-row
+    tables at once (a stall of several ms that showed in the p99 at 32 connections)."""
+
+    __slots__ = ("reference", "tables", "scores", "chunks", "chunk_scores", "request_ids", "lengths", "rows", "skipped")
+    COMPACT_EVERY = 64
 
     def __init__(self, reference: DriftReference):
         self.reference = reference
-        self.tables: list[pa.Table] = []
+        self.tables: list[pa.Table] = []  # requests not compacted yet
         self.scores: list[np.ndarray] = []
+        self.chunks: list[pa.Table] = []  # compacted, contiguous
+        self.chunk_scores: list[np.ndarray] = []
         self.request_ids: list[str] = []
         self.lengths: list[int] = []
         self.rows = 0
+        self.skipped = 0  # rows not counted (sampling)
+
+    def add(self, table: pa.Table, scores: np.ndarray, request_id: str) -> None:
+        self.tables.append(table)
+        self.scores.append(np.asarray(scores))
+        self.request_ids.append(request_id)
+        self.lengths.append(table.num_rows)
+        self.rows += table.num_rows
+        if len(self.tables) >= self.COMPACT_EVERY:
+            self._compact()
+
+    def _compact(self) -> None:
+        if self.tables:
+            self.chunks.append(pa.concat_tables(self.tables).combine_chunks())
+            self.chunk_scores.append(np.concatenate(self.scores))
+            self.tables, self.scores = [], []
+
+    def combined(self) -> tuple[pa.Table, np.ndarray]:
+        """All rows as one contiguous table (counting is ~2x faster on one, and pickling a table of
+        many small chunks cost 40 ms for 256 one-row requests against 0.1 ms combined)."""
+        self._compact()
+        table = pa.concat_tables(self.chunks).combine_chunks() if len(self.chunks) > 1 else self.chunks[0]
+        scores = np.concatenate(self.chunk_scores) if len(self.chunk_scores) > 1 else self.chunk_scores[0]
+        return table, scores
 
 
 class DriftRecorder:
@@ -415,6 +454,7 @@ class DriftRecorder:
         self._handle = None
         self._last_ref = None
         self._lock = threading.Lock()
+        self._rate, self._rate_t, self._rng = 0.0, time.monotonic(), random.Random()
         self.pushes = 0
         self.errors = 0
 
@@ -454,13 +494,22 @@ class DriftRecorder:
             if self.references[version] is None:
                 return  # a model without reference statistics: nothing to compare with
             buf = self.buffers[version] = _Buffer(self.references[version])
-        buf.tables.append(table)
-        buf.scores.append(np.asarray(scores))
-        buf.request_ids.append(request_id)
-        buf.lengths.append(table.num_rows)
-        buf.rows += table.num_rows
+        if not self._keep(table.num_rows):
+            buf.skipped += table.num_rows
+            return
+        buf.add(table, scores, request_id)
         if buf.rows >= self.cfg.push_every_rows:
             self.flush(version, background=True)
+
+    def _keep(self, rows: int) -> bool:
+        """Sampling above ``drift.sample_rows_per_s`` rows a second (per replica): a request is kept
+        with probability budget / rate, so the counted rows stay a uniform sample of the traffic."""
+        budget = self.cfg.sample_rows_per_s
+        now = time.monotonic()
+        # rows seen in about the last second (exponentially decayed count, time constant 1 s)
+        self._rate = self._rate * math.exp(-(now - self._rate_t)) + rows
+        self._rate_t = now
+        return not budget or self._rate <= budget or self._rng.random() < budget / self._rate
 
     def flush(self, version: str | None = None, *, background: bool = False) -> int:
         """Push the buffered counts (of ``version``, or all); returns the rows taken.
@@ -472,7 +521,7 @@ class DriftRecorder:
         taken = []
         for v in [version] if version is not None else list(self.buffers):
             buf = self.buffers.pop(v, None)
-            if buf is not None and buf.rows:
+            if buf is not None and (buf.rows or buf.skipped):
                 taken.append((v, buf))
         for v, buf in taken:
             if background:
@@ -487,10 +536,11 @@ class DriftRecorder:
     def _send(self, v: str, buf: _Buffer) -> None:
         """Count one buffer (vectorised over all its rows) and push it, fire-and-forget."""
         try:
-            # one contiguous table: counting is ~2x faster and pickling a table of many small chunks
-            # cost 40 ms for 256 one-row requests (0.1 ms combined)
-            table = (pa.concat_tables(buf.tables) if len(buf.tables) > 1 else buf.tables[0]).combine_chunks()
-            scores = np.concatenate(buf.scores) if len(buf.scores) > 1 else buf.scores[0]
+            if not buf.rows:  # only sampled-out rows: report how many
+                with self._lock:
+                    self._last_ref = self._monitor().push.remote(v, {}, 0, None, buf.skipped)
+                return
+            table, scores = buf.combined()
             counts = buf.reference.count(table, scores)
             scored = None
             if self.cfg.feedback_rows:
@@ -500,7 +550,7 @@ class DriftRecorder:
                 if v not in self.registered:
                     handle.register.remote(v, self.stats[v])
                     self.registered.add(v)
-                self._last_ref = handle.push.remote(v, counts, buf.rows, scored)
+                self._last_ref = handle.push.remote(v, counts, buf.rows, scored, buf.skipped)
                 self.pushes += 1
         except Exception as err:  # never fail a request because of monitoring
             self.errors += 1

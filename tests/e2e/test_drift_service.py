@@ -36,6 +36,7 @@ DRIFT = {
     "push_interval_s": 0.3,
     "checkpoint_interval_s": 0.3,
     "feedback_min_rows": 60,
+    "sample_rows_per_s": 0,  # count every row: the tests compare exact row counts
 }
 
 

@@ -36,22 +36,34 @@ def test_quickstart_then_commands_with_example_config(tmp_path):
     raw["serve"]["port"] = port
     config = tmp_path / "quickstart.yaml"
     config.write_text(yaml.safe_dump(raw, sort_keys=False))  # split fractions are ordered
-    r = _cli("quickstart", "--config", str(config), env=env)
+    r = _cli("quickstart", "--config", str(config), env=env, timeout=600)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "fingerprint:" in r.stdout
-    assert "[3/5] tune:" in r.stdout and "ranked by valid" in r.stdout  # the training step itself ran
-    assert "registered quickstart-churn v1" in r.stdout
-    assert "[4/5] gate: v1 vs the current 'champion'" in r.stdout and "PROMOTE" in r.stdout
-    assert "'champion' -> v1 (was none)" in r.stdout
-    assert '"model": {"name": "quickstart-churn", "version": "1"' in r.stdout  # a real HTTP answer
-    assert f"curl -s -X POST http://127.0.0.1:{port}/predict" in r.stdout and "service stopped" in r.stdout
-    assert f"mlops-ray serve --config {config}" in r.stdout  # hints name the config the user passed
+    out = r.stdout
+    assert "fingerprint:" in out
+    assert "[2/6] pipeline run" in out and "tune run" in out  # the training step itself ran (tuning)
+    assert "registered quickstart-churn v1; gate PROMOTE" in out
+    assert "'champion' -> v1 (was none)" in out
+    assert '"model": {"name": "quickstart-churn", "version": "1"' in out  # a real HTTP answer
+    assert f"curl -s -X POST http://127.0.0.1:{port}/predict" in out
+    # the drift demonstration: an OK window, then an ALERT window naming features, and a PNG
+    assert "[4/6] drift" in out and "OK " in out and "ALERT" in out and "utilization" in out
+    png = Path(out.split("drift report: ")[1].split()[0])
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    # the loop closes once: one drift run, the service switches, nothing fails
+    assert "[5/6] the loop closes" in out and "run (drift)" in out
+    loop = out.split("champion v1 -> v")[1]
+    after = loop.split(";")[0]
+    assert after in ("1", "2") and " 0 failed" in loop, out[-3000:]
+    assert "service stopped" in out and f"mlops-ray serve --config {config}" in out  # hints name the config
     listing = json.loads(_cli("data", "list", "--json", env=env).stdout)
-    assert len(listing) == 1 and listing[0]["name"] == "quickstart"
+    assert {s["name"] for s in listing} == {"quickstart"} and len(listing) == 2  # before and after new data
     # the example config finds the data in the workspace, from the repo root
     again = _cli("data", "prepare", "--config", "examples/quickstart.yaml", env=env)
     assert again.returncode == 0, again.stderr
-    assert "reused" in again.stdout and listing[0]["snapshot_id"] in again.stdout
+    assert "reused" in again.stdout
+    history = _cli("pipeline", "history", "--config", str(config), "--json", env=env)
+    runs = [e for e in json.loads(history.stdout) if e["kind"] == "run"]
+    assert [e["trigger"] for e in runs] == ["manual", "drift"]
     # the README's follow-up commands, as written, on this fresh quickstart
     for args in (
         ("train", "--config", str(config)),
@@ -63,4 +75,4 @@ def test_quickstart_then_commands_with_example_config(tmp_path):
         r = _cli(*args, env=env)
         assert r.returncode == 0, (args, r.stdout + r.stderr)
         assert "Traceback" not in r.stderr
-    assert "champion: v2 -> v1" in r.stdout  # rollback restored the quickstart's champion
+    assert f"champion: v3 -> v{after}" in r.stdout  # rollback restored the quickstart's champion
