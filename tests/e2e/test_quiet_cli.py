@@ -32,7 +32,7 @@ def test_quickstart_stderr_is_quiet_and_names_the_library_log(tmp_path):
         [*CLI, "quickstart", "--config", str(config)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=400
     )
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "[5/5] serve:" in r.stdout and "service stopped" in r.stdout
+    assert "[3/6] serve:" in r.stdout and "service stopped" in r.stdout
     lines = r.stderr.split("\n")
     lines = [ln for ln in lines if ln.strip()]
     assert len(lines) <= 3, r.stderr  # a few of ours at most; ~100 lines of library output before

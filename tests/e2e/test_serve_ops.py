@@ -127,8 +127,14 @@ def test_nothing_listens_beyond_loopback_and_haproxy_is_private(homes, tmp_path)
     svc = Service(config, homes["a"].parent)
     try:
         svc.wait_serving()
-        procs = svc.tree()
-        listeners = _listeners(procs)
+        port = int(url.rsplit(":", 1)[1])
+        deadline = time.monotonic() + 20
+        while True:  # HAProxy restarts when the second replica joins: scan until its listener is back
+            procs = svc.tree()
+            listeners = _listeners(procs)
+            if port in {p for _, p, _ in listeners} or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
         assert listeners, "found no listening sockets at all (the check would pass vacuously)"
         exposed = [x for x in listeners if x[0] not in ("127.0.0.1", "::1", "::ffff:127.0.0.1")]
         assert exposed == [], exposed

@@ -65,7 +65,9 @@ def test_first_run_then_fully_cached_rerun_with_lineage(setup):
     second = run_pipeline(ctx, cfg, trigger="manual", reason="again")
     assert second.status == "succeeded"
     assert statuses(second) == {**dict.fromkeys(STEPS[:-1], "cached"), "record": "ran"}
-    assert second.version == "1" and second.seconds < 0.1 * first.seconds, (second.seconds, first.seconds)
+    # all cached: bookkeeping only (the 10% figure on the quickstart's data: benchmarks/closed_loop.py)
+    assert second.version == "1" and second.seconds < min(0.5 * first.seconds, 2.0), (second.seconds, first.seconds)
+    assert all(s.seconds < 0.5 for s in second.steps), [(s.name, s.seconds) for s in second.steps]
     # the cached rerun keeps the lineage of the run that produced the version
     assert promotion.get_version(ctx.client, "pipe-model", "1").tags["lineage.pipeline_run"] == first.run_id
     forced = run_pipeline(ctx, cfg, force=True)

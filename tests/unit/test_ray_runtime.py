@@ -67,10 +67,22 @@ def test_ports_and_paths_chosen_by_a_parent_process_are_not_reused(monkeypatch):
     assert os.environ["RAY_SERVE_HAPROXY_STATS_PORT"] != "23456"
     assert os.environ["RAY_SERVE_HAPROXY_SOCKET_PATH"] == str(ray_runtime.haproxy_dir() / "admin.sock")
     assert os.environ["MLOPS_RAY_CLUSTER_ENV_PID"] == str(os.getpid())
-    # a second call in the same process keeps its own choice
+    # a second local cluster in the same process gets fresh ports (the first one's HAProxy may still
+    # hold its own for a moment), and the same private directory
     port = os.environ["RAY_SERVE_HAPROXY_STATS_PORT"]
     ray_runtime._local_cluster_env()
-    assert os.environ["RAY_SERVE_HAPROXY_STATS_PORT"] == port
+    assert os.environ["RAY_SERVE_HAPROXY_STATS_PORT"] != port
+    assert os.environ["RAY_SERVE_HAPROXY_SOCKET_PATH"] == str(ray_runtime.haproxy_dir() / "admin.sock")
+
+
+def test_ports_the_user_set_are_kept(monkeypatch):
+    monkeypatch.setattr(os, "environ", dict(os.environ))
+    monkeypatch.setattr(ray_runtime, "_CHOSEN_PORTS", set())
+    os.environ.pop("MLOPS_RAY_CLUSTER_ENV_PID", None)
+    os.environ["RAY_SERVE_HAPROXY_STATS_PORT"] = "23457"
+    for _ in range(2):
+        ray_runtime._local_cluster_env()
+        assert os.environ["RAY_SERVE_HAPROXY_STATS_PORT"] == "23457"
 
 
 def test_reaper_kills_what_a_sigkilled_owner_started_and_nothing_else(tmp_path):
