@@ -360,6 +360,23 @@ def get_monitor(model_name: str, *, create: dict | None = None):
     ).remote(model_name, create["drift"], create.get("checkpoint"), create.get("tracking_uri"))
 
 
+def ensure_monitor(model_name: str, create: dict, timeout_s: float = 30.0):
+    """The model's monitor, started if needed, and answering: a handle from a ``get_if_exists``
+    creation that raced another replica's could fail its first calls (a push lost 100 rows in a
+    test), so the handle is checked with a ping and looked up again by name until one answers."""
+    deadline = time.monotonic() + timeout_s
+    handle = get_monitor(model_name, create=create)
+    while True:
+        try:
+            ray.get(handle.ping.remote(), timeout=max(1.0, deadline - time.monotonic()))
+            return handle
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+            handle = get_monitor(model_name) or get_monitor(model_name, create=create)
+
+
 def stop_monitor(model_name: str) -> bool:
     """Kill the model's monitor (its checkpoint stays); False if there was none."""
     handle = get_monitor(model_name)
@@ -475,6 +492,12 @@ class DriftRecorder:
         """The monitor's handle (created if needed)."""
         return self._monitor()
 
+    def start(self) -> None:
+        """Start (or find) the monitor and wait until it answers (the replica's constructor calls this)."""
+        handle = ensure_monitor(self.model_name, self.create)
+        with self._lock:
+            self._handle = handle
+
     def forget(self) -> None:
         """A call to the monitor failed: look it up (or recreate it) next time."""
         with self._lock:
@@ -574,6 +597,7 @@ __all__ = [
     "actor_name",
     "checkpoint_path",
     "get_monitor",
+    "ensure_monitor",
     "stop_all_monitors",
     "stop_monitor",
 ]

@@ -105,7 +105,7 @@ class ModelServer:
                 s.model_name, s.drift, checkpoint_path(s.workspace, s.model_name), s.tracking_uri
             )
             try:
-                self.drift.monitor()  # start it now rather than at the first push
+                self.drift.start()  # start it now (and see it answer) rather than at the first push
             except Exception as err:
                 log.warning("drift monitor not started yet: %s: %s", type(err).__name__, err)
             self._drift_task = asyncio.get_event_loop().create_task(self.drift.run())
