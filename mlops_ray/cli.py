@@ -661,15 +661,6 @@ def pipeline_group():
     """Continuous training: one cached pipeline run, a watcher that triggers runs, their history."""
 
 
-def _print_step(event: str, info: dict) -> None:
-    if event == "step_done":
-        s = info["step"]
-        from mlops_ray.pipeline.run import step_detail
-
-        detail = s.error or step_detail(s)
-        click.echo(f"  {s.name:<9} {s.status:<7} {s.seconds:6.1f}s  {detail}")
-
-
 @pipeline_group.command("run")
 @config_option
 @click.option(
@@ -686,7 +677,7 @@ def _print_step(event: str, info: dict) -> None:
 @_friendly
 def pipeline_run(config_path, trigger, reason, force, engine, as_json):
     """prepare -> train|tune -> evaluate -> register -> gate -> deploy -> record, with step caching."""
-    from mlops_ray.pipeline.run import run_pipeline
+    from mlops_ray.pipeline.run import run_pipeline, step_printer
 
     cfg = _load(config_path)
     ctx = _context(cfg)
@@ -699,7 +690,7 @@ def pipeline_run(config_path, trigger, reason, force, engine, as_json):
         reason=reason or f"{trigger} run from the CLI",
         force=force,
         engine=engine,
-        on_event=(lambda e, i: None) if as_json else _print_step,
+        on_event=(lambda e, i: None) if as_json else step_printer(click.echo),
     )
     if as_json:
         click.echo(json.dumps(res.to_dict(), indent=2, default=str))

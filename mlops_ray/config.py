@@ -319,6 +319,12 @@ class ServeConfig(_Strict):
     poll_interval_s: float = Field(5.0, gt=0)
     max_body_bytes: int = Field(1_048_576, ge=1024)
 
+    @property
+    def url(self) -> str:
+        """Where a client on this machine reaches the service (a wildcard host means loopback)."""
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+        return f"http://{host}:{self.port}"
+
     @model_validator(mode="after")
     def _check_replicas(self) -> "ServeConfig":
         if self.max_replicas < self.min_replicas:

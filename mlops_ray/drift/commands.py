@@ -54,10 +54,7 @@ def compare_data(
 
 
 def service_url(cfg, url: str | None = None) -> str:
-    if url:
-        return url.rstrip("/")
-    host = "127.0.0.1" if cfg.serve.host in ("0.0.0.0", "::", "") else cfg.serve.host
-    return f"http://{host}:{cfg.serve.port}"
+    return url.rstrip("/") if url else cfg.serve.url
 
 
 def fetch_report(cfg, url: str | None = None, timeout: float = 15.0) -> dict[str, Any]:

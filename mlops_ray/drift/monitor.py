@@ -27,7 +27,7 @@ import os
 import random
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from pathlib import Path
 from typing import Any
 
@@ -36,14 +36,15 @@ import pyarrow as pa
 import ray
 
 from mlops_ray.config import DriftConfig
+from mlops_ray.drift.psi import SEVERITY
 from mlops_ray.drift.reference import DriftReference, limits_of
-from mlops_ray.drift.windows import WindowStore, json_safe
+from mlops_ray.drift.render import json_safe
+from mlops_ray.drift.windows import WindowStore
 
 log = logging.getLogger("mlops_ray.drift")
 
 NAMESPACE = "mlops-ray-drift"
 MAX_VERSIONS = 5  # versions monitored at once (the oldest is dropped)
-SEVERITY = {"insufficient": -1, "ok": 0, "warn": 1, "alert": 2}
 
 
 def actor_name(model_name: str) -> str:
@@ -80,7 +81,9 @@ class DriftMonitor:
         self._last_checkpoint = 0.0
         self.reservoir: OrderedDict[str, dict] = OrderedDict()  # request id -> scored rows
         self.reservoir_rows = 0
-        self.labelled: dict[str, dict[str, list]] = {}  # version -> {"y", "scores", "rows"}
+        self.labelled: dict[str, dict[str, deque]] = {}  # version -> {"y", "scores", "rows"}
+        self._labels_received: dict[str, int] = {}  # version -> labels joined so far
+        self._feedback_cache: dict[str, tuple[int, dict]] = {}  # version -> (labels received, metrics)
         self._models: dict[str, Any] = {}
         self._loop_task = None
         self._last_status: dict[str, str] = {}
@@ -277,13 +280,12 @@ class DriftMonitor:
             if entry is None or not 0 <= rec < entry["table"].num_rows:
                 unknown.append(i)
                 continue
-            lab = self.labelled.setdefault(entry["version"], {"y": [], "scores": [], "rows": []})
+            keep = self.cfg.feedback_rows  # the most recent labelled rows
+            lab = self.labelled.setdefault(entry["version"], {k: deque(maxlen=keep) for k in ("y", "scores", "rows")})
             lab["y"].append(item["label"])
             lab["scores"].append(entry["scores"][rec])
             lab["rows"].append(entry["table"].slice(rec, 1))
-            if len(lab["y"]) > self.cfg.feedback_rows:  # keep the most recent labelled rows
-                for k in lab:
-                    del lab[k][0]
+            self._labels_received[entry["version"]] = self._labels_received.get(entry["version"], 0) + 1
             joined += 1
         return {"accepted": joined, "unknown": unknown}
 
@@ -297,10 +299,18 @@ class DriftMonitor:
         }
         if n < self.cfg.feedback_min_rows:
             return out
-        try:
-            out.update(await asyncio.to_thread(self._feedback_metrics, version, lab))
-        except Exception as err:
-            out["error"] = f"{type(err).__name__}: {err}"
+        # The metrics (permutation importance included) change only when labels arrive; GET /drift
+        # and the pipeline's watcher (every few seconds) read the cached ones.
+        received = self._labels_received.get(version, 0)
+        cached = self._feedback_cache.get(version)
+        if cached is None or cached[0] != received:
+            try:
+                snapshot = {k: list(v) for k, v in lab.items()}  # labels may arrive while the thread reads
+                cached = (received, await asyncio.to_thread(self._feedback_metrics, version, snapshot))
+            except Exception as err:
+                cached = (received, {"error": f"{type(err).__name__}: {err}"})
+            self._feedback_cache[version] = cached
+        out.update(cached[1])
         return out
 
     def _feedback_metrics(self, version: str, lab: dict) -> dict[str, Any]:

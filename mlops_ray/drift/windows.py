@@ -12,7 +12,6 @@ The state round-trips through :meth:`WindowStore.to_dict` / :meth:`WindowStore.f
 
 from __future__ import annotations
 
-import math
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -174,17 +173,4 @@ class WindowStore:
         return store
 
 
-def json_safe(x: Any) -> Any:
-    """Non-finite floats -> None, recursively (for JSON bodies and checkpoints)."""
-    if isinstance(x, float):
-        return x if math.isfinite(x) else None
-    if isinstance(x, dict):
-        return {k: json_safe(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [json_safe(v) for v in x]
-    if isinstance(x, np.generic):
-        return json_safe(x.item())
-    return x
-
-
-__all__ = ["Window", "WindowStore", "json_safe"]
+__all__ = ["Window", "WindowStore"]

@@ -52,7 +52,6 @@ class TrafficThread(threading.Thread):
         self.stats = Traffic()
         self.frames: list[tuple[str, Any]] = []  # (label, DataFrame)
         self.stop_event = threading.Event()
-        self.phase = ""
         self.watch_version: str | None = None  # the version to wait for
         self._lock = threading.Lock()
 
@@ -64,15 +63,11 @@ class TrafficThread(threading.Thread):
         import httpx
 
         deadline = time.monotonic() + self.max_seconds
-        i, k = 0, 0
+        i = 0
         with httpx.Client(timeout=30) as client:
             while not self.stop_event.is_set() and time.monotonic() < deadline:
                 with self._lock:
-                    if not self.frames:
-                        label, frame = "", None
-                    else:
-                        k = min(k, len(self.frames) - 1)
-                        label, frame = self.frames[-1]  # always the newest phase
+                    label, frame = self.frames[-1] if self.frames else ("", None)  # the newest phase
                 if frame is None:
                     time.sleep(0.05)
                     continue

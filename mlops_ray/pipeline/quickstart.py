@@ -43,14 +43,14 @@ def run_quickstart(ctx, cfg, config_label: str, echo: Callable[[str], None] = pr
     """
     from mlops_ray.errors import PipelineStepError
     from mlops_ray.pipeline.loop import closed_loop, print_loop
-    from mlops_ray.pipeline.run import run_pipeline
+    from mlops_ray.pipeline.run import run_pipeline, step_printer
     from mlops_ray.serve.runner import start_service, stop_service
 
     printer = QuickstartPrinter(cfg, echo)
     echo(f"workspace: {ctx.workspace.root}  (set MLOPS_RAY_HOME to move it)")
     stages.ensure_sample_data(ctx, cfg, printer)
     echo("[2/6] pipeline run: prepare -> tune|train -> evaluate -> register -> gate -> deploy -> record")
-    res = run_pipeline(ctx, cfg, trigger="manual", reason="quickstart", engine=engine, on_event=_step_printer(echo))
+    res = run_pipeline(ctx, cfg, trigger="manual", reason="quickstart", engine=engine, on_event=step_printer(echo))
     if res.status != "succeeded":
         raise PipelineStepError(res.error or "pipeline run failed")
     _pipeline_summary(ctx, cfg, res, echo)
@@ -82,17 +82,6 @@ def run_quickstart(ctx, cfg, config_label: str, echo: Callable[[str], None] = pr
         f"--history | mlops-ray pipeline watch --config {config_label}"
     )
     return res, loop
-
-
-def _step_printer(echo):
-    from mlops_ray.pipeline.run import step_detail
-
-    def on_event(event: str, info: dict) -> None:
-        if event == "step_done":
-            s = info["step"]
-            echo(f"  {s.name:<9} {s.status:<7} {s.seconds:6.1f}s  {s.error or step_detail(s)}")
-
-    return on_event
 
 
 def _pipeline_summary(ctx, cfg, res, echo) -> None:

@@ -33,16 +33,11 @@ from typing import Any
 from mlops_ray.errors import MlopsRayError, PipelineBusyError, PipelineStepError
 from mlops_ray.pipeline import history as hist
 from mlops_ray.pipeline import stages
+from mlops_ray.pipeline.stages import OnEvent, _quiet
 from mlops_ray.registry import promotion, tracking
 
 STEPS = ("prepare", "train", "evaluate", "register", "gate", "deploy", "record")
 TRIGGERS = ("manual", "data", "schedule", "drift", "code")
-
-OnEvent = Callable[[str, dict], None]
-
-
-def _quiet(event: str, info: dict) -> None:
-    return None
 
 
 def digest(obj: Any) -> str:
@@ -130,6 +125,17 @@ def step_detail(s: StepResult) -> str:
         "deploy": lambda: f"{o.get('alias')} -> v{o.get('version')}" if o.get("moved") else "alias not moved",
         "record": lambda: f"lineage on v{o.get('version')}" if o.get("version") else "",
     }.get(s.name, lambda: "")()
+
+
+def step_printer(echo: Callable[[str], None]) -> OnEvent:
+    """An ``on_event`` that prints one line per finished step (the CLI's and the quickstart's)."""
+
+    def on_event(event: str, info: dict) -> None:
+        if event == "step_done":
+            s = info["step"]
+            echo(f"  {s.name:<9} {s.status:<7} {s.seconds:6.1f}s  {s.error or step_detail(s)}")
+
+    return on_event
 
 
 def _fmt_metrics(m: dict) -> str:
@@ -464,4 +470,13 @@ def _steps(runner: _Runner, ctx, cfg, engine: str, context: dict) -> None:
     runner.step("record", None, record)
 
 
-__all__ = ["STEPS", "TRIGGERS", "PipelineResult", "StepResult", "config_digests", "digest", "run_pipeline"]
+__all__ = [
+    "STEPS",
+    "TRIGGERS",
+    "PipelineResult",
+    "StepResult",
+    "config_digests",
+    "digest",
+    "run_pipeline",
+    "step_printer",
+]

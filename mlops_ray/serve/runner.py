@@ -16,7 +16,7 @@ APP_NAME = "mlops-ray"
 
 
 def service_url(cfg) -> str:
-    return f"http://{cfg.serve.host}:{cfg.serve.port}"
+    return cfg.serve.url
 
 
 def wait_healthy(url: str, timeout_s: float = 120.0) -> dict:

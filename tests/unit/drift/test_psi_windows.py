@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 from mlops_ray.drift import psi as P
 from mlops_ray.drift.offline import compare, count_source
 from mlops_ray.drift.reference import PREDICTION, DriftReference, evaluate, merge_counts
-from mlops_ray.drift.windows import WindowStore, json_safe
+from mlops_ray.drift.render import json_safe
+from mlops_ray.drift.windows import WindowStore
 from mlops_ray.errors import SchemaError
 from mlops_ray.model.prediction import prediction_reference
 
