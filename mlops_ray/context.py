@@ -1,4 +1,4 @@
-"""The run-time context every stage receives: workspace, snapshot store, MLflow store.
+"""The run-time context every stage receives: workspace, snapshot store, state store, MLflow store.
 
 Built once at each entry point (the CLI, ``jobs/*.py``, the Serve application
 builder, an actor's constructor) and passed down; nothing below an entry point
@@ -25,6 +25,7 @@ from typing import Any
 
 from mlops_ray.data.snapshot import SnapshotStore
 from mlops_ray.registry import tracking
+from mlops_ray.state import LocalStateStore, StateStore
 from mlops_ray.workspace import Workspace, get_workspace
 
 DEFAULT_EXPERIMENT = "mlops-ray"
@@ -39,6 +40,7 @@ class Context:
     experiment: str = DEFAULT_EXPERIMENT
     _client: Any = field(default=None, init=False, repr=False, compare=False)
     _experiment_id: str | None = field(default=None, init=False, repr=False, compare=False)
+    _state: StateStore | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
     def create(cls, cfg=None, *, workspace: Workspace | str | os.PathLike | None = None) -> "Context":
@@ -56,6 +58,13 @@ class Context:
     @property
     def snapshots(self) -> SnapshotStore:
         return SnapshotStore(self.workspace)
+
+    @property
+    def state(self) -> StateStore:
+        """Shared state (locks, step cache, histories, checkpoints, service records) of this workspace."""
+        if self._state is None:
+            self._state = LocalStateStore(self.workspace.root)
+        return self._state
 
     @property
     def client(self):

@@ -75,6 +75,20 @@ class PipelineBusyError(MlopsRayError):
     """Another pipeline run for the same model is in progress."""
 
 
+class LockBusyError(MlopsRayError):
+    """A state-store lock (:meth:`mlops_ray.state.StateStore.lock`) is held by someone else.
+
+    Attributes:
+        key: the lock's state key.
+        holder: the current holder's description, as it wrote it (e.g. ``"pid 123 since ..."``).
+    """
+
+    def __init__(self, key: str, holder: str):
+        self.key = key
+        self.holder = holder
+        super().__init__(f"{key} is held by {holder}")
+
+
 class PipelineStepError(MlopsRayError):
     """A pipeline step failed; earlier steps' results are kept (the next run resumes)."""
 
