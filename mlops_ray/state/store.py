@@ -57,6 +57,7 @@ import json
 import os
 import re
 import secrets
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -75,6 +76,17 @@ def check_key(key: str) -> str:
     if key.startswith("/") or "\\" in key or any(p in ("", ".", "..") for p in parts):
         raise ValueError(f"state key must be a relative '/'-separated path without '.', '..' or '//': {key!r}")
     return key
+
+
+def _read_holder(fd: int, wait_s: float = 0.2) -> str:
+    """The holder written in a lock file held by another process (which writes it just after taking
+    the ``flock``: an empty file is read again for up to ``wait_s``)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        text = os.pread(fd, 4096, 0).decode(errors="replace").strip()
+        if text or time.monotonic() >= deadline:
+            return text or "another process"
+        time.sleep(0.005)
 
 
 class StateStore(abc.ABC):
@@ -224,8 +236,11 @@ class LocalStateStore(StateStore):
         line = (json.dumps(record, default=str) + "\n").encode()
         path = self._path(key)
         with self._mutating(path):
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
             try:
+                size = os.fstat(fd).st_size
+                if size and os.pread(fd, 1, size - 1) != b"\n":
+                    line = b"\n" + line  # a torn last line (a writer died mid-append) stays apart
                 view = memoryview(line)
                 while view:  # one write() in practice; the loop only covers a short write
                     view = view[os.write(fd, view) :]
@@ -269,11 +284,13 @@ class LocalStateStore(StateStore):
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                current = os.pread(fd, 4096, 0).decode(errors="replace").strip()
-                raise LockBusyError(key, current or "another process") from None
+                raise LockBusyError(key, _read_holder(fd)) from None
             os.ftruncate(fd, 0)
             os.pwrite(fd, holder.encode(), 0)
-            yield
+            try:
+                yield
+            finally:
+                os.ftruncate(fd, 0)  # an empty file is a free lock: a loser never reads a past holder
         finally:
             os.close(fd)  # releases the flock; the kernel does the same when the process dies
 
