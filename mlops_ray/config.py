@@ -21,6 +21,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from mlops_ray.errors import ConfigError
+from mlops_ray.model.kinds import UnknownModelKindError, get_kind
 from mlops_ray.model.tasks import DEFAULT_METRIC, check_metric, direction
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -121,72 +122,9 @@ class DataConfig(_Strict):
 
 
 # --------------------------------------------------------------- later stages
-# XGBoost parameters whose type and range are documented (model.params is checked at load time;
-# keys not listed here are passed through, and XGBoost's own rejection becomes a TrainingError).
-# (kind, low, high, low_inclusive): kind "int" | "float"; None = unbounded.
-_XGB_NUMERIC: dict[str, tuple[str, float | None, float | None, bool]] = {
-    "max_depth": ("int", 0, None, True),
-    "max_leaves": ("int", 0, None, True),
-    "max_bin": ("int", 2, None, True),
-    "num_parallel_tree": ("int", 1, None, True),
-    "seed": ("int", None, None, True),
-    "random_state": ("int", None, None, True),
-    "nthread": ("int", 0, None, True),
-    "verbosity": ("int", 0, 3, True),
-    "eta": ("float", 0, None, True),
-    "learning_rate": ("float", 0, None, True),
-    "min_child_weight": ("float", 0, None, True),
-    "subsample": ("float", 0, 1, False),
-    "colsample_bytree": ("float", 0, 1, False),
-    "colsample_bylevel": ("float", 0, 1, False),
-    "colsample_bynode": ("float", 0, 1, False),
-    "lambda": ("float", 0, None, True),
-    "reg_lambda": ("float", 0, None, True),
-    "alpha": ("float", 0, None, True),
-    "reg_alpha": ("float", 0, None, True),
-    "gamma": ("float", 0, None, True),
-    "min_split_loss": ("float", 0, None, True),
-    "scale_pos_weight": ("float", 0, None, True),
-    "max_delta_step": ("float", 0, None, True),
-    "base_score": ("float", None, None, True),
-}
-_XGB_CHOICES: dict[str, tuple[str, ...]] = {
-    "tree_method": ("auto", "exact", "approx", "hist"),
-    "grow_policy": ("depthwise", "lossguide"),
-    "booster": ("gbtree", "gblinear", "dart"),
-    "sampling_method": ("uniform", "gradient_based"),
-}
-
-
-def xgboost_param_problems(params: dict[str, Any]) -> list[str]:
-    """One line per known XGBoost parameter with a wrong type or out-of-range value (empty: fine)."""
-    out = []
-    for key, value in params.items():
-        shown = f"got {type(value).__name__} {value!r}"
-        if key in _XGB_NUMERIC:
-            kind, lo, hi, lo_incl = _XGB_NUMERIC[key]
-            ok_type = int if kind == "int" else (int, float)
-            if isinstance(value, bool) or not isinstance(value, ok_type):
-                out.append(f"{key}: must be {'an integer' if kind == 'int' else 'a number'}, {shown}")
-                continue
-            below = lo is not None and (value < lo if lo_incl else value <= lo)
-            if below or (hi is not None and value > hi) or value != value:
-                lo_s = "" if lo is None else f"{lo} {'<=' if lo_incl else '<'} "
-                hi_s = "" if hi is None else f" <= {hi}"
-                out.append(f"{key}: must be {lo_s}{key}{hi_s}, {shown}")
-        elif key in _XGB_CHOICES and value not in _XGB_CHOICES[key]:
-            out.append(f"{key}: must be one of {list(_XGB_CHOICES[key])}, {shown}")
-        elif key == "objective" and not isinstance(value, str):
-            out.append(f"{key}: must be a string, {shown}")
-        elif key == "eval_metric" and not (
-            isinstance(value, str) or (isinstance(value, list) and value and all(isinstance(v, str) for v in value))
-        ):
-            out.append(f"{key}: must be a metric name or a non-empty list of them, {shown}")
-    return out
-
-
 class ModelConfig(_Strict):
-    type: Literal["xgboost", "sklearn"] = "xgboost"
+    # A registered model kind (mlops_ray.model.kinds): built in "xgboost" | "sklearn", or a third-party one.
+    type: str = "xgboost"
     estimator: str | None = None
     params: dict[str, Any] = Field(default_factory=dict)
     num_boost_round: int = Field(200, ge=1)
@@ -198,19 +136,29 @@ class ModelConfig(_Strict):
     cv_folds: int | None = Field(None, ge=2, le=20)
     log_train_metrics: bool = False  # per-round metrics on the train split too (costs a pass per round)
 
+    @field_validator("type")
+    @classmethod
+    def _check_type(cls, v: str) -> str:
+        try:
+            get_kind(v)
+        except UnknownModelKindError as err:
+            raise ValueError(str(err)) from None
+        return v
+
     @field_validator("params")
     @classmethod
     def _check_params(cls, v: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
-        if info.data.get("type", "xgboost") == "xgboost":
-            problems = xgboost_param_problems(v)
+        if "type" in info.data:  # absent when the type itself was invalid (reported there)
+            problems = get_kind(info.data["type"]).param_problems(v)
             if problems:
                 raise ValueError("; ".join(problems))
         return v
 
     @model_validator(mode="after")
-    def _check_estimator(self) -> "ModelConfig":
-        if self.type == "sklearn" and not self.estimator:
-            raise ValueError("model.type 'sklearn' needs model.estimator (an importable class path)")
+    def _check_kind(self) -> "ModelConfig":
+        problems = get_kind(self.type).config_problems(self)
+        if problems:
+            raise ValueError("; ".join(problems))
         return self
 
 
@@ -451,6 +399,9 @@ class AutomationConfig(_Strict):
     schedule: ScheduleTrigger = Field(default_factory=ScheduleTrigger)
     drift: DriftTrigger = Field(default_factory=DriftTrigger)
     code: CodeTrigger = Field(default_factory=CodeTrigger)
+    # settings of trigger kinds registered besides the built-ins (mlops_ray.pipeline.triggers.register_trigger),
+    # by kind name; a kind listed here is on unless its settings say enabled: false
+    triggers: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
 
 class PipelineConfig(_Strict):
@@ -471,6 +422,11 @@ class PipelineConfig(_Strict):
     @model_validator(mode="after")
     def _check_metrics(self) -> "PipelineConfig":
         task = self.data.task
+        kind = get_kind(self.model.type)
+        if task not in kind.tasks:
+            raise ValueError(
+                f"model.type {kind.name!r} does not support data.task {task!r}; it supports {list(kind.tasks)}"
+            )
         for where, metric in (("registry.gate.metric", self.registry.gate.metric), ("tune.metric", self.tune.metric)):
             problem = check_metric(task, metric, where) if metric else None
             if problem:

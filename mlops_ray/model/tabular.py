@@ -39,7 +39,8 @@ class TabularModel(PythonModel):
         with open(context.artifacts[ARTIFACT_META]) as f:
             self.meta = json.load(f)
         self.preprocessor = Preprocessor.load(context.artifacts[ARTIFACT_PREPROCESSOR])
-        self.kind = get_kind(self.meta["flavor"])
+        # kind_ref: the kind's module, for a kind this process has not registered (None before it was logged)
+        self.kind = get_kind(self.meta["flavor"], ref=self.meta.get("kind_ref"))
         self.estimator = self.kind.load(context.artifacts[ARTIFACT_MODEL])
         self.reference_stats = None  # drift reference (models logged before it was shipped have none)
         if ARTIFACT_REFERENCE in context.artifacts:

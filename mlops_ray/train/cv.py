@@ -39,18 +39,19 @@ def cross_validate(cfg, snapshot, k: int, nthread: int, param_overrides: dict | 
     import pyarrow as pa
 
     from mlops_ray.data.splits import SplitData, load_split
-    from mlops_ray.train.kinds import train_kind
+    from mlops_ray.model.kinds import get_kind
 
     pre = snapshot.preprocessor()
     spec = snapshot.spec
     data = load_split(snapshot, "train", pre)
     folds = assign_folds(pa.array(data.ids.astype(str)), spec.split.salt, k)
     task = spec.task
+    kind = get_kind(cfg.model.type)
     per_fold = []
     for i in range(k):
         tr, te = folds != i, folds == i
         train = SplitData(data.x[tr], data.y[tr], None, data.ids[tr])
         test = SplitData(data.x[te], data.y[te], None, data.ids[te])
-        score = train_kind(cfg.model.type).fit_fold(cfg, snapshot, pre, train, test, nthread, param_overrides)
+        score = kind.fit_fold(cfg, snapshot, pre, train, test, nthread, param_overrides)
         per_fold.append(compute_metrics(task, test.y, score))
     return {"folds": per_fold, "summary": summarize_folds(per_fold)}

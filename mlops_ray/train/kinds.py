@@ -1,8 +1,8 @@
-"""How each model kind is trained: one registry for full fits, CV folds and Tune trials.
+"""What a model kind's training side returns: a fitted model, and the recipe for a Tune trial.
 
-The model side of a kind (save/load/score) is :mod:`mlops_ray.model.kinds`; this module
-adds what only training needs. ``TRAIN_KINDS[cfg.model.type]`` is the single place that
-branches on the kind.
+The kinds themselves are :class:`mlops_ray.model.kinds.ModelKind` objects, found with
+:func:`~mlops_ray.model.kinds.get_kind`; the train layer calls their ``fit``, ``fit_fold``,
+``tune_trial`` and ``best_fitted`` and never branches on a kind's name.
 """
 
 from __future__ import annotations
@@ -10,10 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
-
-import numpy as np
-
-from mlops_ray.model.kinds import ModelKind, get_kind
 
 
 @dataclass
@@ -28,79 +24,17 @@ class Fitted:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class TrainKind:
-    model: ModelKind
-    fit: Callable[..., Fitted]  # (cfg, snapshot, plan, out_dir, *, run_name, storage, overrides) -> Fitted
-    fit_fold: Callable[..., np.ndarray]  # (cfg, task, pre, train, test, nthread, overrides) -> test scores
+@dataclass
+class TrialSpec:
+    """One kind's Tune trial: ``fn(config, **kwargs)`` runs a trial in a Tune worker.
 
+    ``fn`` reports through :func:`mlops_ray.train.tune.report_trial`: ``valid-<metric>`` every few
+    rounds (what ASHA stops on, ``final: 0``) and once at the end with the checkpoint (``final: 1``).
+    ``max_t`` is the number of periodic reports a full trial makes (1: no early stopping); ``state``
+    is whatever :meth:`~mlops_ray.model.kinds.ModelKind.best_fitted` needs back from the driver side.
+    """
 
-def num_classes(snapshot) -> int | None:
-    if snapshot.spec.task != "multiclass":
-        return None
-    return int(max(int(k) for k in snapshot.manifest["label_distribution_train"]) + 1)
-
-
-# ------------------------------------------------------------------ xgboost
-def _fit_xgboost(
-    cfg, snapshot, plan, out_dir: Path, *, run_name: str, storage: Path, overrides: dict | None = None
-) -> Fitted:
-    from mlops_ray.train.xgboost_trainer import MODEL_FILE, fit_xgboost, loop_config
-
-    res = fit_xgboost(cfg, snapshot, plan, out_dir, run_name=run_name, storage=storage, param_overrides=overrides)
-    loop = loop_config(cfg, snapshot, plan.nthread, out_dir, overrides)
-    params = {
-        "xgboost": loop["params"],
-        "num_boost_round": loop["num_boost_round"],
-        "rounds_trained": res.meta["rounds"],
-        "best_iteration": res.meta["best_iteration"],
-        "early_stopping_metric": loop["watch_metric"],
-    }
-    return Fitted(res.booster, out_dir / MODEL_FILE, params, res.history, res.seconds, res.meta)
-
-
-def _fold_xgboost(cfg, snapshot, pre, train, test, nthread: int, overrides: dict | None = None) -> np.ndarray:
-    from mlops_ray.train.xgboost_trainer import boost, loop_config, make_dmatrix
-
-    loop = loop_config(cfg, snapshot, nthread, "", overrides)
-    booster = boost(
-        loop,
-        make_dmatrix(train, pre.feature_names, nthread),
-        make_dmatrix(test, pre.feature_names, nthread),
-        loop["num_boost_round"],
-        {},
-    )
-    return get_kind("xgboost").scores(booster, test.x, snapshot.spec.task)
-
-
-# ------------------------------------------------------------------ scikit-learn
-def _fit_sklearn(
-    cfg, snapshot, plan, out_dir: Path, *, run_name: str, storage: Path, overrides: dict | None = None
-) -> Fitted:
-    from mlops_ray.train.sklearn_trainer import MODEL_FILE, fit_sklearn
-
-    meta = fit_sklearn(cfg, snapshot, out_dir, num_cpus=plan.cpus_per_worker, param_overrides=overrides)
-    path = out_dir / MODEL_FILE
-    params = {"estimator": cfg.model.estimator, **cfg.model.params, **(overrides or {})}
-    return Fitted(get_kind("sklearn").load(str(path)), path, params, None, meta["train_seconds"], meta)
-
-
-def _fold_sklearn(cfg, snapshot, pre, train, test, nthread: int, overrides: dict | None = None) -> np.ndarray:
-    from mlops_ray.train.sklearn_trainer import build_estimator
-
-    est = build_estimator(cfg.model.estimator, dict(cfg.model.params, **(overrides or {})), cfg.model.seed)
-    est.fit(train.x, train.y)
-    return get_kind("sklearn").scores(est, test.x, snapshot.spec.task)
-
-
-TRAIN_KINDS: dict[str, TrainKind] = {
-    "xgboost": TrainKind(get_kind("xgboost"), _fit_xgboost, _fold_xgboost),
-    "sklearn": TrainKind(get_kind("sklearn"), _fit_sklearn, _fold_sklearn),
-}
-
-
-def train_kind(name: str) -> TrainKind:
-    try:
-        return TRAIN_KINDS[name]
-    except KeyError:
-        raise ValueError(f"unknown model.type {name!r}; known: {sorted(TRAIN_KINDS)}") from None
+    fn: Callable[..., None]
+    kwargs: dict[str, Any]
+    max_t: int = 1
+    state: Any = None

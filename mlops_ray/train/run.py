@@ -16,12 +16,13 @@ from typing import Any
 from mlops_ray.data.prepare import library_versions
 from mlops_ray.data.snapshot import Snapshot
 from mlops_ray.data.splits import load_split
+from mlops_ray.model.kinds import get_kind
 from mlops_ray.model.metrics import compute_metrics, permutation_importance, slice_metrics
 from mlops_ray.model.prediction import prediction_reference
 from mlops_ray.model.tabular import TabularModel
 from mlops_ray.registry import tracking
 from mlops_ray.train.execution import ExecutionPlan, choose_execution
-from mlops_ray.train.kinds import Fitted, train_kind
+from mlops_ray.train.kinds import Fitted
 
 CHALLENGER = "challenger"
 
@@ -127,6 +128,8 @@ def log_candidate(
         "categorical_features": list(spec.categorical_features),
         "permutation_importance": evaluation.get("permutation_importance", {}),
         "metrics": evaluation["metrics"],
+        # where a process that has not registered this kind (a replica, a batch actor) finds it
+        "kind_ref": model.kind.ref,
     }
     return tracking.log_pyfunc_model(
         kind=model.kind,
@@ -201,7 +204,7 @@ def train_model(
     plan = plan or plan_for(cfg, execution)
     run_name = run_name or f"train-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     out_dir = ctx.run_dir("runs", run_name)
-    kind = train_kind(cfg.model.type)
+    kind = get_kind(cfg.model.type)
     fitted = kind.fit(
         cfg,
         snapshot,
@@ -211,7 +214,7 @@ def train_model(
         storage=ctx.workspace.ray_storage / "train",
         overrides=param_overrides,
     )
-    model = TabularModel.from_parts(snapshot.spec.task, snapshot.preprocessor(), kind.model, fitted.estimator)
+    model = TabularModel.from_parts(snapshot.spec.task, snapshot.preprocessor(), kind, fitted.estimator)
     evaluation = evaluate(model, snapshot, seed=cfg.model.seed)
     cv = None
     if cfg.model.cv_folds:

@@ -1,11 +1,11 @@
 """Hyperparameter search with Ray Tune; every trial an MLflow child run under one parent.
 
-Trials are function trainables that share :func:`~mlops_ray.train.xgboost_trainer.boost`
-with Train's workers (so the best trial is reproducible through the normal training
-path) and report the watched validation metric every ``report_every`` rounds, which
-is what ASHA stops on. The driver logs all trials to MLflow after the search: Train
-v2 rejects Tune's logger callbacks, and logging from one process means concurrent
-trials never collide in the tracking store.
+Trials are the model kind's function trainables (:meth:`~mlops_ray.model.kinds.ModelKind.tune_trial`;
+XGBoost's share :func:`~mlops_ray.train.xgboost_trainer.boost` with Train's workers, so the best
+trial is reproducible through the normal training path) and report the watched validation metric
+through :func:`report_trial` every few rounds, which is what ASHA stops on. The driver logs all
+trials to MLflow after the search: Train v2 rejects Tune's logger callbacks, and logging from one
+process means concurrent trials never collide in the tracking store.
 
 Reproducibility: the search samples its configurations from ``model.seed`` in trial order
 (:func:`sample_configs`), and ASHA's decisions are made in *trial order* (:func:`asha_decisions`):
@@ -247,150 +247,16 @@ def _reported(result, metric: str) -> list[tuple[int, float]]:
     return [(int(t), float(v)) for t, v in zip(df["training_iteration"], df[metric])]
 
 
-def _xgb_trial(
-    config: dict, base: dict, train, valid, feature_names: list[str], report_every: int, task: str, metric: str
-) -> None:
-    """One Tune trial: boost with the sampled params; every ``report_every`` rounds report ``metric``
-    (our metric name, e.g. ``auc``) computed on the validation split by the model so far."""
-    import tempfile
-    from pathlib import Path
+def report_trial(metrics: dict, checkpoint_dir: str | None = None) -> None:
+    """Report from inside a trial (a kind's :class:`~mlops_ray.train.kinds.TrialSpec` function).
 
-    import xgboost as xgb
+    The one place kinds reach Tune: with ``checkpoint_dir`` the directory becomes the trial's
+    checkpoint (what :meth:`~mlops_ray.model.kinds.ModelKind.best_fitted` reads back).
+    """
     from ray import tune
 
-    from mlops_ray.model.metrics import compute_metrics
-    from mlops_ray.train.xgboost_trainer import boost, make_dmatrix
-
-    loop = dict(base)
-    loop["params"] = dict(base["params"], **{k: v for k, v in config.items() if k != "num_boost_round"})
-    rounds = int(config.get("num_boost_round", base["num_boost_round"]))
-    nthread = base["params"]["nthread"]
-    started = time.time()
-    dtrain, dvalid = make_dmatrix(train, feature_names, nthread), make_dmatrix(valid, feature_names, nthread)
-    key = f"valid-{metric}"
-
-    def score(model, upto: int | None = None) -> float:
-        kw = {"iteration_range": (0, upto)} if upto else {}
-        return compute_metrics(task, valid.y, model.inplace_predict(valid.x, **kw))[metric]
-
-    class Report(xgb.callback.TrainingCallback):
-        def after_iteration(self, model, epoch, evals_log):
-            if (epoch + 1) % report_every == 0:
-                tune.report({key: score(model, epoch + 1), "rounds": epoch + 1, "final": 0, "started_at": started})
-            return False
-
-    history: dict = {}
-    booster = boost(loop, dtrain, dvalid, rounds, history, callbacks=[Report()])
-    with tempfile.TemporaryDirectory() as tmp:
-        booster.save_model(str(Path(tmp) / "model.ubj"))
-        (Path(tmp) / "history.json").write_text(
-            json.dumps(
-                {
-                    "history": history,
-                    "rounds": booster.num_boosted_rounds(),
-                    "best_iteration": int(booster.best_iteration) if base.get("early_stopping_rounds") else None,
-                }
-            )
-        )
-        # The final (early-stopped, best-iteration) model is what would be registered: rank by it.
-        tune.report(
-            {
-                key: score(booster),
-                "rounds": booster.num_boosted_rounds(),
-                "final": 1,
-                "started_at": started,
-                "ended_at": time.time(),
-            },
-            checkpoint=tune.Checkpoint.from_directory(tmp),
-        )
-
-
-def _sk_trial(config: dict, cfg_model: dict, snapshot_path: str, manifest: dict, metric: str) -> None:
-    import tempfile
-    from pathlib import Path
-
-    from ray import tune
-
-    from mlops_ray.data.snapshot import Snapshot
-    from mlops_ray.data.splits import load_split
-    from mlops_ray.model.kinds import get_kind
-    from mlops_ray.model.metrics import compute_metrics
-    from mlops_ray.train.sklearn_trainer import MODEL_FILE, fit_estimator
-
-    started = time.time()
-    with tempfile.TemporaryDirectory() as tmp:
-        fit_estimator(
-            cfg_model["estimator"], dict(cfg_model["params"], **config), cfg_model["seed"], snapshot_path, manifest, tmp
-        )
-        snap = Snapshot(Path(snapshot_path), manifest)
-        valid = load_split(snap, "valid", snap.preprocessor())
-        kind = get_kind("sklearn")
-        task = snap.spec.task
-        m = compute_metrics(task, valid.y, kind.scores(kind.load(str(Path(tmp) / MODEL_FILE)), valid.x, task))
-        tune.report(
-            {f"valid-{metric}": m[metric], "final": 1, "started_at": started, "ended_at": time.time()},
-            checkpoint=tune.Checkpoint.from_directory(tmp),
-        )
-
-
-def _xgb_trainable(cfg, snapshot, pre, cpus_per_trial: int, out_dir, metric: str):
-    """(trainable, max_t, base loop config) for XGBoost trials."""
-    from ray import tune
-
-    from mlops_ray.data.splits import load_split
-    from mlops_ray.train.xgboost_trainer import loop_config
-
-    base = loop_config(cfg, snapshot, cpus_per_trial, out_dir)
-    report_every = max(1, min(10, base["num_boost_round"] // 10))
-    train, valid = load_split(snapshot, "train", pre), load_split(snapshot, "valid", pre)
-    trainable = tune.with_parameters(
-        _xgb_trial,
-        base=base,
-        train=train,
-        valid=valid,
-        feature_names=pre.feature_names,
-        report_every=report_every,
-        task=snapshot.spec.task,
-        metric=metric,
-    )
-    return trainable, math.ceil(base["num_boost_round"] / report_every) + 1, base
-
-
-def _sk_trainable(cfg, snapshot, pre, cpus_per_trial: int, out_dir, metric: str):
-    from ray import tune
-
-    trainable = tune.with_parameters(
-        _sk_trial,
-        cfg_model=cfg.model.model_dump(),
-        snapshot_path=str(snapshot.path),
-        manifest=snapshot.manifest,
-        metric=metric,
-    )
-    return trainable, 1, None
-
-
-_TRAINABLES = {"xgboost": _xgb_trainable, "sklearn": _sk_trainable}
-
-
-def _best_fitted(kind, ck, out_dir, cfg, base: dict | None, best_config: dict):
-    """The best trial's checkpoint as a :class:`~mlops_ray.train.kinds.Fitted` in the run directory."""
-    from pathlib import Path
-
-    from mlops_ray.train.kinds import Fitted
-
-    ck = Path(ck)
-    path = out_dir / kind.model_file
-    path.write_bytes((ck / kind.model_file).read_bytes())
-    estimator = kind.load(str(path))
-    if base is not None:  # boosted: history + rounds from the trial
-        hist = json.loads((ck / "history.json").read_text())
-        params = {
-            "xgboost": dict(base["params"], **{k: v for k, v in best_config.items() if k != "num_boost_round"}),
-            "num_boost_round": base["num_boost_round"],
-            "rounds_trained": hist["rounds"],
-        }
-        return Fitted(estimator, path, params, hist["history"])
-    return Fitted(estimator, path, {"estimator": cfg.model.estimator, **cfg.model.params, **best_config})
+    checkpoint = tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
+    tune.report(metrics, checkpoint=checkpoint)
 
 
 def tune_model(ctx, cfg, snapshot, *, register: bool = True):
@@ -427,7 +293,9 @@ def tune_model(ctx, cfg, snapshot, *, register: bool = True):
     pre = snapshot.preprocessor()
     watch = cfg.tune.metric_for(task)
     maximize = METRIC_DIRECTIONS[watch]
-    trainable, max_t, base = _TRAINABLES[cfg.model.type](cfg, snapshot, pre, cpus_per_trial, out_dir, watch)
+    kind = get_kind(cfg.model.type)
+    spec = kind.tune_trial(cfg, snapshot, pre, cpus_per_trial, out_dir, watch)
+    trainable, max_t = tune.with_parameters(spec.fn, **spec.kwargs), spec.max_t
     metric, mode = f"valid-{watch}", ("max" if maximize else "min")
     rf = 2
     milestones = asha_milestones(max_t, min(3, max_t), rf) if cfg.tune.scheduler == "asha" and max_t > 1 else []
@@ -467,7 +335,6 @@ def tune_model(ctx, cfg, snapshot, *, register: bool = True):
     best_i = sorted(finished, key=lambda i: ((-1 if maximize else 1) * grid[i].metrics[metric], i))[0]
     best = grid[best_i]
 
-    kind = get_kind(cfg.model.type)
     with tracking.run(ctx, name, tags={"mlops_ray.kind": "tune"}) as parent:
         for i, r in enumerate(grid):
             with tracking.run(ctx, f"{name}-trial-{i}", nested=True, tags={"mlops_ray.kind": "trial"}):
@@ -488,7 +355,7 @@ def tune_model(ctx, cfg, snapshot, *, register: bool = True):
                     }
                 )
         with best.checkpoint.as_directory() as ck:
-            fitted = _best_fitted(kind, ck, out_dir, cfg, base, best.config)
+            fitted = kind.best_fitted(ck, out_dir, cfg, spec, best.config)
         model = TabularModel.from_parts(task, pre, kind, fitted.estimator)
         evaluation = evaluate(model, snapshot, seed=cfg.model.seed)
         trial_plan = type(plan)("local", 0, float(cpus_per_trial), cpus_per_trial, "tune trial")

@@ -25,8 +25,9 @@ import yaml
 from click.testing import CliRunner
 
 from mlops_ray.cli import main
-from mlops_ray.config import config_from_dict, tracking_uri_problem, xgboost_param_problems
+from mlops_ray.config import config_from_dict, tracking_uri_problem
 from mlops_ray.errors import ConfigError, TrainingError
+from mlops_ray.kinds.xgboost import xgboost_param_problems
 
 
 def _invoke(*args):

@@ -13,7 +13,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from mlops_ray.model.kinds import KINDS, ModelKind, get_kind
+from mlops_ray.model.kinds import BUILTIN_KINDS, ModelKind, get_kind
 from mlops_ray.model.prediction import BINARY_THRESHOLD, Prediction
 from mlops_ray.model.tabular import TabularModel
 
@@ -258,8 +258,8 @@ def test_prediction_is_frozen():
 
 # ------------------------------------------------------------------ model kinds
 def test_get_kind_known_and_unknown():
-    assert set(KINDS) == {"xgboost", "sklearn"}
-    for name in KINDS:
+    assert set(BUILTIN_KINDS) == {"xgboost", "sklearn"}
+    for name in BUILTIN_KINDS:
         k = get_kind(name)
         assert isinstance(k, ModelKind) and k.name == name
     assert get_kind("xgboost").model_file == "model.ubj"
@@ -417,7 +417,13 @@ def test_tabular_from_parts_with_custom_kind():
         seen["x"], seen["task"] = x, task
         return x.sum(axis=1).astype(np.float64) * est
 
-    kind = ModelKind("toy", "toy.bin", load=lambda p: None, save=lambda e, p: None, raw_scores=raw_scores, packages=())
+    class Toy(ModelKind):
+        name, model_file = "toy", "toy.bin"
+
+        def raw_scores(self, est, x, task):
+            return raw_scores(est, x, task)
+
+    kind = Toy()
     frame = _frame(n=5)
     model = TabularModel.from_parts("regression", FakePreprocessor(["a"]), kind, 3.0)
     assert model.meta == {"task": "regression", "flavor": "toy"}

@@ -1,0 +1,109 @@
+"""The ``sklearn`` model kind: any scikit-learn estimator named by ``model.estimator``.
+
+Model side: the estimator pickled with joblib (``model.joblib``), scored with ``predict_proba``
+(classification) or ``predict`` (regression). Train side: one Ray task per fit
+(:mod:`mlops_ray.train.sklearn_trainer`); there is no multi-worker mode. A Tune trial fits once and
+reports once (no early stopping). Training imports stay inside the methods.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mlops_ray.model.kinds import ModelKind
+
+
+class SklearnKind(ModelKind):
+    name = "sklearn"
+    model_file = "model.joblib"
+    packages = ("scikit-learn", "joblib")
+    distributed = False
+
+    # ------------------------------------------------------------ model side
+    def load(self, path: str):
+        import joblib
+
+        return joblib.load(path)
+
+    def save(self, estimator, path: str) -> None:
+        import joblib
+
+        joblib.dump(estimator, path)
+
+    def raw_scores(self, estimator, x: np.ndarray, task: str) -> np.ndarray:
+        if task == "regression":
+            return np.asarray(estimator.predict(x), dtype=np.float64)
+        prob = np.asarray(estimator.predict_proba(x))
+        return prob[:, 1] if task == "binary" else prob
+
+    # ------------------------------------------------------------ config
+    def config_problems(self, model_cfg) -> list[str]:
+        if not model_cfg.estimator:
+            return [f"model.type {self.name!r} needs model.estimator (an importable class path)"]
+        return []
+
+    # ------------------------------------------------------------ train side
+    def fit(self, cfg, snapshot, plan, out_dir: Path, *, run_name: str, storage: Path, overrides: dict | None = None):
+        from mlops_ray.train.kinds import Fitted
+        from mlops_ray.train.sklearn_trainer import MODEL_FILE, fit_sklearn
+
+        meta = fit_sklearn(cfg, snapshot, out_dir, num_cpus=plan.cpus_per_worker, param_overrides=overrides)
+        path = out_dir / MODEL_FILE
+        params = {"estimator": cfg.model.estimator, **cfg.model.params, **(overrides or {})}
+        return Fitted(self.load(str(path)), path, params, None, meta["train_seconds"], meta)
+
+    def fit_fold(self, cfg, snapshot, pre, train, test, nthread: int, overrides: dict | None = None) -> np.ndarray:
+        from mlops_ray.train.sklearn_trainer import build_estimator
+
+        est = build_estimator(cfg.model.estimator, dict(cfg.model.params, **(overrides or {})), cfg.model.seed)
+        est.fit(train.x, train.y)
+        return self.scores(est, test.x, snapshot.spec.task)
+
+    def tune_trial(self, cfg, snapshot, pre, cpus_per_trial: int, out_dir: Path, metric: str):
+        from mlops_ray.train.kinds import TrialSpec
+
+        kwargs = {
+            "cfg_model": cfg.model.model_dump(),
+            "snapshot_path": str(snapshot.path),
+            "manifest": snapshot.manifest,
+            "metric": metric,
+        }
+        return TrialSpec(_trial, kwargs, 1, None)
+
+    def best_fitted(self, checkpoint_dir: Path, out_dir: Path, cfg, spec, best_config: dict):
+        from mlops_ray.train.kinds import Fitted
+
+        path = out_dir / self.model_file
+        path.write_bytes((Path(checkpoint_dir) / self.model_file).read_bytes())
+        params: dict[str, Any] = {"estimator": cfg.model.estimator, **cfg.model.params, **best_config}
+        return Fitted(self.load(str(path)), path, params)
+
+
+def _trial(config: dict, cfg_model: dict, snapshot_path: str, manifest: dict, metric: str) -> None:
+    """One Tune trial: fit the estimator with the sampled params, report the validation metric once."""
+    import tempfile
+
+    from mlops_ray.data.snapshot import Snapshot
+    from mlops_ray.data.splits import load_split
+    from mlops_ray.model.metrics import compute_metrics
+    from mlops_ray.train.sklearn_trainer import MODEL_FILE, fit_estimator
+    from mlops_ray.train.tune import report_trial
+
+    started = time.time()
+    kind = SklearnKind()
+    with tempfile.TemporaryDirectory() as tmp:
+        fit_estimator(
+            cfg_model["estimator"], dict(cfg_model["params"], **config), cfg_model["seed"], snapshot_path, manifest, tmp
+        )
+        snap = Snapshot(Path(snapshot_path), manifest)
+        valid = load_split(snap, "valid", snap.preprocessor())
+        task = snap.spec.task
+        m = compute_metrics(task, valid.y, kind.scores(kind.load(str(Path(tmp) / MODEL_FILE)), valid.x, task))
+        report_trial(
+            {f"valid-{metric}": m[metric], "final": 1, "started_at": started, "ended_at": time.time()},
+            checkpoint_dir=tmp,
+        )
