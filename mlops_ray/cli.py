@@ -131,6 +131,13 @@ def _parse_fractions(text: str) -> dict[str, float]:
 @click.pass_context
 def main(ctx, verbose):
     """mlops-ray: raw tabular data to a monitored model service on Ray."""
+    try:  # a Ray / MLflow whose internals mlops-ray was not verified against: one line, before any command
+        from mlops_ray import compat
+
+        compat.check_versions()
+    except MlopsRayError as err:
+        click.echo(f"error: {err}", err=True)
+        sys.exit(2)
     if not verbose:
         from mlops_ray import library_logs
 

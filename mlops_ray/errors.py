@@ -93,6 +93,16 @@ class PipelineStepError(MlopsRayError):
     """A pipeline step failed; earlier steps' results are kept (the next run resumes)."""
 
 
+class UnsupportedVersionError(MlopsRayError):
+    """The installed Ray or MLflow is not a version whose internals :mod:`mlops_ray.compat` was verified
+    against (the message names the installed and the supported versions, and the override)."""
+
+
+class PatchError(UnsupportedVersionError):
+    """A patch of a Ray / MLflow internal found nothing to patch (a missing module or attribute, a
+    template rewrite that matched nothing): the installed library is not the one it was written for."""
+
+
 class RequestError(Exception):
     """Invalid HTTP request body (answered with 422); ``errors`` is a list of ``{"loc": [...], "msg": str}``.
 

@@ -23,9 +23,10 @@ What is routed, and how (all undone by :func:`deactivate` except the Ray hook):
   prints its header and hints even at ``verbose=0`` (ray/tune/experimental/output.py).
 * **Ray worker output and Ray's messages to the driver** (``(pid=...)`` lines of tasks and actors:
   HAProxy's INFO lines, Serve controller logs, warnings printed in workers;
-  ``(raylet) Task ... failed ... killed by ray.kill``): Ray prints both through
-  ``ray._private.worker.print_to_stdstream``; :func:`before_ray_init`, called by
-  :func:`mlops_ray.ray_runtime.ensure_ray` right before ``ray.init``, sends them to the file.
+  ``(raylet) Task ... failed ... killed by ray.kill``): Ray prints both through one private
+  driver-side printer; :func:`before_ray_init`, called by :func:`mlops_ray.ray_runtime.ensure_ray`
+  right before ``ray.init``, replaces it (:func:`mlops_ray.compat.route_driver_output`) to send them
+  to the file.
 
 Not routed: our own messages (``click.echo``), progress bars (ours and Ray Data's: stderr, on
 purpose), and output that bypasses Python (C++ logs written straight to file descriptor 2).
@@ -42,6 +43,8 @@ import time
 import warnings
 from pathlib import Path
 
+from mlops_ray import compat
+
 LOGS_DIRNAME = "logs"
 
 # (message regex, category): warnings that carry nothing a user can act on.
@@ -57,7 +60,8 @@ IGNORED_WARNINGS: tuple[tuple[str, type[Warning]], ...] = (
 
 # Environment for the libraries while a log is active (restored by deactivate()).
 QUIET_ENV = {
-    "RAY_AIR_NEW_OUTPUT": "0",  # Tune's legacy reporter: silent at verbose=0 (see module docstring)
+    # "RAY_AIR_NEW_OUTPUT": Tune's legacy reporter, silent at verbose=0 (see module docstring)
+    compat.TUNE_NEW_OUTPUT_ENV: "0",
 }
 
 _FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -272,13 +276,9 @@ def before_ray_init() -> None:
     log = _ACTIVE
     if log is None:
         return
-    from ray._private import worker
 
-    original = getattr(worker.print_to_stdstream, "_mlops_ray_original", worker.print_to_stdstream)
-
-    def print_to_stdstream(data, ignore_prefix: bool = False):
+    def write(data: dict) -> None:
         target = _ACTIVE or log
         target.write("\n".join(_worker_lines(data)))
 
-    print_to_stdstream._mlops_ray_original = original
-    worker.print_to_stdstream = print_to_stdstream
+    compat.route_driver_output(write)

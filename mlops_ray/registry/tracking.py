@@ -98,32 +98,79 @@ def connect(uri: str, experiment: str, artifact_root: Path | None = None):
         raise TrackingError(f"cannot use MLflow at {uri}: {type(err).__name__}: {err}") from None
 
 
+class _FluentScopes:
+    """Who points MLflow's one process-wide URI where, so that threads never see another's store.
+
+    Blocks for the URI already in place share it (any thread); a block for another URI waits until
+    the others have left, except in a thread that holds every open block (nesting, as before). The
+    first block of a URI saves what was there (URIs and their environment variables) and the last
+    one to leave puts it back.
+    """
+
+    def __init__(self, wait_s: float = LOCK_WAIT_S):
+        self.wait_s = wait_s
+        self._cond = threading.Condition()
+        self._frames: list[dict] = []  # {"uri", "holders": {thread id: count}, "saved": (uris, env)}
+
+    def _holders(self) -> set[int]:
+        return {t for f in self._frames for t, n in f["holders"].items() if n}
+
+    def enter(self, uri: str) -> dict:
+        from mlops_ray import compat
+
+        me = threading.get_ident()
+        with self._cond:
+            ok = self._cond.wait_for(
+                lambda: not self._frames or self._frames[-1]["uri"] == uri or self._holders() <= {me},
+                timeout=self.wait_s,
+            )
+            if not ok:
+                raise TrackingError(
+                    f"MLflow's fluent API stayed pointed at {self._frames[-1]['uri']} by another thread for "
+                    f"{self.wait_s:.0f} s; cannot point it at {uri}"
+                )
+            if not self._frames or self._frames[-1]["uri"] != uri:
+                saved = (compat.fluent_uris(), {k: os.environ.get(k) for k in _URI_ENV})
+                self._frames.append({"uri": uri, "holders": {}, "saved": saved})
+                compat.set_fluent_uris(uri, uri)
+            frame = self._frames[-1]
+            frame["holders"][me] = frame["holders"].get(me, 0) + 1
+            return frame
+
+    def leave(self, frame: dict) -> None:
+        from mlops_ray import compat
+
+        me = threading.get_ident()
+        with self._cond:
+            frame["holders"][me] -= 1
+            while self._frames and not any(self._frames[-1]["holders"].values()):
+                (tracking, registry), env = self._frames.pop()["saved"]
+                compat.set_fluent_uris(tracking, registry)
+                for k, v in env.items():
+                    if v is None:
+                        os.environ.pop(k, None)
+                    else:
+                        os.environ[k] = v
+            self._cond.notify_all()
+
+
+_scopes = _FluentScopes()
+
+
 @contextmanager
 def scope(uri: str) -> Iterator[None]:
     """Point MLflow's fluent API (runs, ``log_model``, ``load_model``) at ``uri`` for a block, then restore.
 
     MLflow's fluent functions read one process-wide URI; this is the only place that sets
     it, and it always puts back what was there (URI and environment variables), so a
-    context's store never leaks into code that runs after it.
+    context's store never leaks into code that runs after it. Thread-safe: a block for another
+    store waits while other threads work in theirs (:class:`_FluentScopes`).
     """
-    import mlflow
-    from mlflow.tracking._model_registry import utils as reg_utils
-    from mlflow.tracking._tracking_service import utils as trk_utils
-
-    old_tracking, old_registry = trk_utils._tracking_uri, reg_utils._registry_uri
-    old_env = {k: os.environ.get(k) for k in _URI_ENV}
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
+    frame = _scopes.enter(uri)
     try:
         yield
     finally:
-        mlflow.set_tracking_uri(old_tracking)
-        reg_utils._registry_uri = old_registry
-        for k, v in old_env.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        _scopes.leave(frame)
 
 
 def load_pyfunc(uri: str, model_uri: str):
@@ -366,7 +413,7 @@ def register_version(client, name: str, model_uri: str, run_id: str, tags: dict[
     except MlflowException:
         client.create_registered_model(name, description="Managed by mlops-ray")
     # The SQL registry resolves a models:/m-... source through MLflow's default client: scope it.
-    with scope(client._tracking_client.tracking_uri):
+    with scope(client.tracking_uri):
         mv = client.create_model_version(name, model_uri, run_id=run_id, tags={k: str(v) for k, v in tags.items()})
     for _ in range(50):  # local stores are READY at once; remote ones may take a moment
         mv = client.get_model_version(name, mv.version)
@@ -594,7 +641,8 @@ def registry_lock(
         RegistryLockedError: another holder kept it for ``wait_s`` seconds (names the holder).
         TrackingError: the store refused the lock operations.
     """
-    key = (str(getattr(client, "_registry_uri", id(client))), name)
+    # connect() and the service make clients whose registry URI is their tracking URI
+    key = (str(getattr(client, "tracking_uri", id(client))), name)
     depth: dict = _held.__dict__.setdefault("depth", {})
     if depth.get(key):
         depth[key] += 1

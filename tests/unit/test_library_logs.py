@@ -6,7 +6,6 @@ import logging
 import os
 import subprocess
 import sys
-import types
 import warnings
 from pathlib import Path
 
@@ -105,32 +104,25 @@ def test_deactivate_restores_the_console(tmp_path, capsys):
 
 
 def test_ray_worker_output_and_raylet_messages_go_to_the_file(log, monkeypatch, capsys):
-    # ray_runtime.ensure_ray calls before_ray_init() just before ray.init; fake Ray's printer module
-    printed = []
-    fake_worker = types.ModuleType("ray._private.worker")
-    fake_worker.print_to_stdstream = lambda data, ignore_prefix: printed.append(data)
-    fake_private = types.ModuleType("ray._private")
-    fake_private.worker = fake_worker
-    monkeypatch.setitem(sys.modules, "ray._private", fake_private)
-    monkeypatch.setitem(sys.modules, "ray._private.worker", fake_worker)
-    if "ray" not in sys.modules:
-        monkeypatch.setitem(sys.modules, "ray", types.ModuleType("ray"))
+    # ray_runtime.ensure_ray calls before_ray_init() just before ray.init; the seam that replaces Ray's
+    # printer is faked here (tests/unit/test_compat.py patches the real one)
+    printers = []
+    monkeypatch.setattr(library_logs.compat, "route_driver_output", printers.append)
     library_logs.before_ray_init()
-    fake_worker.print_to_stdstream(
-        {"pid": 123, "actor_name": "HAProxyManager", "is_err": True, "lines": ["INFO haproxy started"]},
-        ignore_prefix=False,
-    )
-    fake_worker.print_to_stdstream(
-        {"pid": "raylet", "is_err": False, "lines": ["Task ServeController.graceful_shutdown failed"]}, False
-    )
-    assert printed == [] and capsys.readouterr() == ("", "")
+    (printer,) = printers
+    printer({"pid": 123, "actor_name": "HAProxyManager", "is_err": True, "lines": ["INFO haproxy started"]})
+    printer({"pid": "raylet", "is_err": False, "lines": ["Task ServeController.graceful_shutdown failed"]})
+    assert capsys.readouterr() == ("", "")
     text = log.path.read_text()
     assert "(HAProxyManager pid=123) [stderr] INFO haproxy started" in text
     assert "(raylet) [stdout] Task ServeController.graceful_shutdown failed" in text
 
 
 def test_before_ray_init_without_an_active_log_changes_nothing(monkeypatch):
-    monkeypatch.setitem(sys.modules, "ray._private.worker", None)  # would fail if imported
+    def refuse(write):
+        raise AssertionError("Ray's printer replaced without an active log")
+
+    monkeypatch.setattr(library_logs.compat, "route_driver_output", refuse)
     assert library_logs.active() is None
     library_logs.before_ray_init()
 
@@ -176,16 +168,3 @@ def test_a_command_that_uses_mlflow_prints_no_library_chatter(tmp_path):
 def test_a_command_with_no_library_output_names_no_log(tmp_path):
     r = _cli(["data", "list"], tmp_path / "home")
     assert r.returncode == 0 and r.stderr == "" and not (tmp_path / "home" / "logs").exists()
-
-
-def test_the_hook_patches_rays_real_printer(log, monkeypatch, capsys):
-    """Against the installed Ray (imported, not started): the printer Ray's log and error threads call."""
-    from ray._private import worker
-
-    monkeypatch.setattr(worker, "print_to_stdstream", worker.print_to_stdstream)  # undone after the test
-    original = worker.print_to_stdstream
-    library_logs.before_ray_init()
-    assert worker.print_to_stdstream is not original
-    assert worker.print_to_stdstream._mlops_ray_original is original
-    worker.print_to_stdstream({"pid": "raylet", "is_err": False, "lines": ["killed by ray.kill"]}, ignore_prefix=False)
-    assert capsys.readouterr() == ("", "") and "(raylet) [stdout] killed by ray.kill" in log.path.read_text()

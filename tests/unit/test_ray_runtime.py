@@ -1,31 +1,13 @@
-"""Hardening of local clusters that needs no running Ray: HAProxy template, ports, private dirs."""
+"""Hardening of local clusters that needs no running Ray: ports, private dirs, the reaper.
+
+The patches of Ray internals (HAProxy template, replica gRPC, worker hook) are tested in test_compat.py."""
 
 from __future__ import annotations
 
 import os
-import re
 import stat
 
 from mlops_ray import ray_runtime
-
-
-def test_haproxy_template_binds_stats_and_metrics_on_loopback_and_private_socket():
-    from ray.serve._private.haproxy_templates import HAPROXY_CONFIG_TEMPLATE as original
-
-    # Ray's own template exposes both listeners on every interface and a world-writable socket
-    assert re.search(r"bind \*?:\{\{ config\.stats_port \}\}", original)
-    assert re.search(r"bind \*?:\{\{ config\.metrics_port \}\}", original)
-    assert "mode 666 level admin" in original
-    patched = ray_runtime.patch_haproxy_template(original)
-    assert "bind 127.0.0.1:{{ config.stats_port }}" in patched
-    assert "bind 127.0.0.1:{{ config.metrics_port }}" in patched
-    assert "mode 600 level admin" in patched and "mode 666" not in patched
-    # nothing else changed
-    assert len(patched.splitlines()) == len(original.splitlines())
-    changed = [(a, b) for a, b in zip(original.splitlines(), patched.splitlines()) if a != b]
-    assert len(changed) == 3, changed
-    # the frontends keep their configured hosts
-    assert "bind {{ config.frontend_host }}:{{ config.frontend_port }}" in patched
 
 
 def test_free_ports_are_distinct_and_bindable():
@@ -123,25 +105,3 @@ def test_reaper_kills_what_a_sigkilled_owner_started_and_nothing_else(tmp_path):
         for p in (owner, bystander):
             p.kill()
             p.wait(5)
-
-
-def test_worker_setup_patches_serve_modules_only_when_a_worker_imports_them():
-    """The hook costs nothing in workers that never load Ray Serve; where they load, they are hardened."""
-    import subprocess
-    import sys
-
-    code = (
-        "import sys, asyncio\n"
-        "from mlops_ray.ray_runtime import worker_setup\n"
-        "worker_setup()\n"
-        "assert 'ray.serve._private.haproxy' not in sys.modules\n"
-        "import ray.serve._private.haproxy as h\n"
-        "assert 'bind 127.0.0.1:{{ config.stats_port }}' in h.HAPROXY_CONFIG_TEMPLATE\n"
-        "assert asyncio.create_subprocess_exec._mlops_ray\n"
-        "import ray.serve._private.replica as r\n"
-        "assert r.add_port_to_grpc_server._mlops_ray\n"
-        "print('ok')\n"
-    )
-    env = dict(os.environ, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
