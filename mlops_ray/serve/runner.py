@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import threading
 import time
 import uuid
-from pathlib import Path
 
 import httpx
 
@@ -35,9 +33,10 @@ def wait_healthy(url: str, timeout_s: float = 120.0) -> dict:
     raise TimeoutError(f"service at {url} not healthy after {timeout_s:.0f}s: {last}")
 
 
-def service_record(ctx, cfg) -> Path:
-    """Where a running ``mlops-ray serve`` records its cluster, so later commands find *that* cluster."""
-    return ctx.workspace.root / "run" / f"serve-{cfg.serve.port}.json"
+def service_record_key(cfg) -> str:
+    """The state key (``ctx.state``) where a running ``mlops-ray serve`` records its cluster, so later
+    commands find *that* cluster: ``{"gcs_address", "pid", "url"}``."""
+    return f"run/serve-{cfg.serve.port}.json"
 
 
 def _check_port_free(host: str, port: int) -> None:
@@ -86,11 +85,8 @@ def start_service(ctx, cfg, *, timeout_s: float = 180.0) -> str:
     serve.run(build_from_config(ctx, cfg), name=APP_NAME, route_prefix="/", blocking=False)
     url = service_url(cfg)
     wait_healthy(url, timeout_s)
-    rec = service_record(ctx, cfg)
-    rec.parent.mkdir(parents=True, exist_ok=True)
-    rec.write_text(
-        json.dumps({"gcs_address": ray.get_runtime_context().gcs_address, "pid": os.getpid(), "url": url}, indent=1)
-    )
+    record = {"gcs_address": ray.get_runtime_context().gcs_address, "pid": os.getpid(), "url": url}
+    ctx.state.write_json(service_record_key(cfg), record)
     return url
 
 
@@ -105,15 +101,15 @@ def reload_service(ctx, cfg) -> None:
     from mlops_ray.ray_runtime import ensure_ray
     from mlops_ray.serve.app import build_from_config
 
-    rec_path = service_record(ctx, cfg)
-    if not rec_path.is_file():
+    key = service_record_key(cfg)
+    rec = ctx.state.read_json(key)
+    if not isinstance(rec, dict) or not {"gcs_address", "pid"} <= rec.keys():
         raise ServiceError(
-            f"no running service recorded for port {cfg.serve.port} in {ctx.workspace.root} "
+            f"no running service recorded for port {cfg.serve.port} in {ctx.state.uri} "
             f"(start one with: mlops-ray serve --config FILE)"
         )
-    rec = json.loads(rec_path.read_text())
     if not psutil.pid_exists(int(rec["pid"])):
-        rec_path.unlink(missing_ok=True)
+        ctx.state.delete(key)
         raise ServiceError(f"the service recorded for port {cfg.serve.port} (pid {rec['pid']}) is not running")
     ensure_ray(address=rec["gcs_address"])
     serve.run(
@@ -183,7 +179,7 @@ def serve_forever(ctx, cfg, echo=print, *, shutdown_timeout_s: float = 4.0) -> N
         t.start()
         t.join(shutdown_timeout_s)
     finally:
-        service_record(ctx, cfg).unlink(missing_ok=True)
+        ctx.state.delete(service_record_key(cfg))
         ray.shutdown()
         kill_own_haproxy()
     echo(f"stopped in {time.monotonic() - t0:.1f}s")
