@@ -29,10 +29,10 @@ from ray import serve
 from starlette.requests import ClientDisconnect
 
 from mlops_ray.config import ServeSettings
-from mlops_ray.drift.monitor import DriftRecorder, checkpoint_path
 from mlops_ray.errors import ModelVersionNotFoundError, RequestBodyError, RequestError
 from mlops_ray.serve import health as health_mod
 from mlops_ray.serve.body import read_json_body
+from mlops_ray.serve.drift_recorder import DriftRecorder
 from mlops_ray.serve.errorlog import ErrorLogLimiter
 from mlops_ray.serve.http_api import (
     Scored,
@@ -49,6 +49,7 @@ from mlops_ray.serve.schema import (
     PREDICT_REQUEST_SCHEMA,
     openapi_json_body,
 )
+from mlops_ray.state import LocalStateStore
 
 log = logging.getLogger("mlops_ray.serve")
 DEPLOYMENT = "ModelServer"
@@ -101,9 +102,8 @@ class ModelServer:
         self._drift_task = None
         if self.settings.drift.enabled:
             s = self.settings
-            self.drift = DriftRecorder(
-                s.model_name, s.drift, checkpoint_path(s.workspace, s.model_name), s.tracking_uri
-            )
+            state = LocalStateStore(s.workspace) if s.workspace is not None else None
+            self.drift = DriftRecorder(s.model_name, s.drift, state, s.tracking_uri)
             try:
                 self.drift.start()  # start it now (and see it answer) rather than at the first push
             except Exception as err:

@@ -73,15 +73,10 @@ def start_service(ctx, cfg, *, timeout_s: float = 180.0) -> str:
     ensure_ray(serving=True)
     serve.start(http_options={"host": cfg.serve.host, "port": cfg.serve.port})
     if cfg.drift.enabled:  # one monitor, started before the replicas that feed it
-        from mlops_ray.drift.monitor import checkpoint_path, ensure_monitor
+        from mlops_ray.drift.monitor import ensure_monitor
 
-        name = cfg.registry.model_name
-        create = {
-            "drift": cfg.drift.model_dump(),
-            "checkpoint": checkpoint_path(ctx.workspace.root, name),
-            "tracking_uri": ctx.tracking_uri,
-        }
-        ensure_monitor(name, create)
+        create = {"drift": cfg.drift.model_dump(), "state": ctx.state, "tracking_uri": ctx.tracking_uri}
+        ensure_monitor(cfg.registry.model_name, create)
     serve.run(build_from_config(ctx, cfg), name=APP_NAME, route_prefix="/", blocking=False)
     url = service_url(cfg)
     wait_healthy(url, timeout_s)

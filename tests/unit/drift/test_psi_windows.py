@@ -1,4 +1,4 @@
-"""PSI, chance thresholds, reference counting, windows and offline compare (pure; no Ray)."""
+"""PSI, chance thresholds, reference counting and offline compare (pure; no Ray)."""
 
 from __future__ import annotations
 
@@ -8,34 +8,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from _drift_data import LIMITS, make_stats, sample
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mlops_ray.drift import psi as P
 from mlops_ray.drift.offline import compare, count_source
 from mlops_ray.drift.reference import PREDICTION, DriftReference, evaluate, merge_counts
-from mlops_ray.drift.render import json_safe
-from mlops_ray.drift.windows import WindowStore
 from mlops_ray.errors import SchemaError
 from mlops_ray.model.prediction import prediction_reference
-
-LIMITS = {"psi_warn": 0.1, "psi_alert": 0.25, "alpha": 0.01, "min_rows": 500}
-
-
-def make_stats(seed=0, n=20_000):
-    rng = np.random.default_rng(seed)
-    x = rng.normal(50, 10, n)
-    edges = [-np.inf, *np.quantile(x, np.arange(1, 10) / 10), np.inf]
-    counts = np.histogram(x, bins=edges)[0] / n
-    return {
-        "rows": n,
-        "numeric": {"x": {"edges": [float(e) for e in edges], "proportions": [*counts.tolist(), 0.0]}},
-        "categorical": {"c": {"categories": ["a", "b", "c"], "proportions": [0.5, 0.3, 0.2, 0.0, 0.0]}},
-    }
-
-
-def sample(rng, n, shift=0.0, cat_p=(0.5, 0.3, 0.2)):
-    return pa.table({"x": rng.normal(50 + shift, 10, n), "c": rng.choice(["a", "b", "c"], n, p=list(cat_p))})
 
 
 # ----------------------------------------------------------------------------------- psi
@@ -172,52 +153,6 @@ def test_prediction_reference_and_histogram():
     assert ev["prediction"]["feature"] == PREDICTION and ev["prediction"]["status"] == "alert"
     multi = prediction_reference("multiclass", rng.dirichlet([1, 1, 1], size=300))
     assert multi["kind"] == "categorical" and multi["categories"] == ["0", "1", "2"]
-
-
-# ----------------------------------------------------------------------------------- windows
-def store(**kw):
-    params = {"window_rows": 1000, "window_s": 60.0, "keep_windows": 3, "limits": LIMITS, **kw}
-    return WindowStore("m", **params), params
-
-
-def test_windows_close_by_rows_and_time_and_keep_last():
-    rng = np.random.default_rng(3)
-    s, _ = store()
-    stats = make_stats()
-    ref = DriftReference.from_stats(stats)
-    assert s.register("1", stats, 0.0) and not s.register("1", stats, 0.0)
-    closed = []
-    for i in range(10):  # 10 pushes of 256 rows at t = i
-        closed += s.add("1", ref.count(sample(rng, 256)), 256, float(i))
-    assert [c["window"]["rows"] for c in closed] == [1024, 1024]
-    assert s.versions["1"].current.rows == 512
-    assert s.tick(30.0) == []  # window started at t=8: 22 s old
-    late = s.tick(68.0)
-    assert len(late) == 1 and late[0]["window"]["rows"] == 512 and late[0]["window"]["closed"]
-    assert s.tick(1000.0) == []  # an empty window never closes
-    for i in range(8):
-        s.add("1", ref.count(sample(rng, 1000)), 1000, 2000.0 + i)
-    assert len(s.report("1")["windows"]) == 3  # keep_windows
-    assert s.add("9", ref.count(sample(rng, 10)), 10, 0.0) == [] and s.dropped_rows == 10
-
-
-def test_versions_never_mix_and_state_round_trips():
-    rng = np.random.default_rng(4)
-    s, params = store()
-    stats = make_stats()
-    ref = DriftReference.from_stats(stats)
-    s.register("1", stats, 0.0)
-    s.register("2", stats, 0.0)
-    s.add("1", ref.count(sample(rng, 700)), 700, 1.0)
-    s.add("2", ref.count(sample(rng, 1200, shift=10)), 1200, 1.0)
-    s.add("2", ref.count(sample(rng, 300, shift=10)), 300, 2.0)
-    assert s.report("1")["current"]["rows"] == 700 and s.report("1")["current"]["status"] == "ok"
-    assert s.report("2")["windows"][0]["status"] == "alert"
-    import json
-
-    restored = WindowStore.from_dict(json.loads(json.dumps(s.to_dict())), **params)
-    for v in ("1", "2"):
-        assert json_safe(restored.report(v)) == json_safe(s.report(v))
 
 
 # ----------------------------------------------------------------------------------- offline

@@ -7,7 +7,7 @@ import pyarrow as pa
 import pytest
 
 from mlops_ray.config import DriftConfig
-from mlops_ray.drift import monitor as M
+from mlops_ray.serve import drift_recorder as M
 
 
 class _Remote:
