@@ -73,12 +73,11 @@ def _mlflow_uris() -> tuple[str | None, str | None]:
     """The tracking and registry URIs set in-process (None: not set, MLflow resolves env/default)."""
     if "mlflow" not in sys.modules:
         return None, None  # a first import starts with neither set
-    from mlflow.tracking._model_registry import utils as registry_utils
-    from mlflow.tracking._tracking_service import utils as tracking_utils
+    from mlops_ray import compat
 
     # The explicitly set values, not get_tracking_uri(): restoring a resolved default would pin
     # it and hide a later MLFLOW_TRACKING_URI.
-    return getattr(tracking_utils, "_tracking_uri", None), getattr(registry_utils, "_registry_uri", None)
+    return compat.fluent_uris()
 
 
 @pytest.fixture(autouse=True)

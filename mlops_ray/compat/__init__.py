@@ -99,6 +99,7 @@ SERVE_PORT_ENV: tuple[str, ...] = _ray.SERVE_PORT_ENV
 SERVE_HAPROXY_PATH_ENV: tuple[str, ...] = _ray.SERVE_HAPROXY_PATH_ENV  # config, socket, state dir, state file
 SERVE_DRAINING_ENV: tuple[str, ...] = _ray.SERVE_DRAINING_ENV
 TUNE_NEW_OUTPUT_ENV: str = _ray.TUNE_NEW_OUTPUT_ENV
+TRAIN_HEALTH_CHECK_INTERVAL_ENV: str = _ray.TRAIN_HEALTH_CHECK_INTERVAL_ENV
 
 keep_node_on_loopback: Callable[[], None] = _ray.keep_node_on_loopback
 loopback_node_requested: Callable[[], bool] = _ray.loopback_node_requested

@@ -52,6 +52,8 @@ SERVE_DRAINING_ENV = (
 LOOPBACK_NODE_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 # "0": Tune's legacy console reporter, silent at verbose=0 (ray/tune/experimental/output.py).
 TUNE_NEW_OUTPUT_ENV = "RAY_AIR_NEW_OUTPUT"
+# Train v2's controller/worker poll interval (ray/train/v2/_internal/constants.py; default 2 s per report).
+TRAIN_HEALTH_CHECK_INTERVAL_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
 
 LOOPBACK = "127.0.0.1"
 
@@ -75,9 +77,8 @@ def keep_node_on_loopback() -> None:
         return
     from ray._private import ray_constants
 
-    if getattr(ray_constants, "ENABLE_RAY_CLUSTERS_ENV_VAR", None) != LOOPBACK_NODE_ENV or not hasattr(
-        ray_constants, "ENABLE_RAY_CLUSTER"
-    ):
+    # the switch must still exist, and still be read from that variable (its constant names it)
+    if not hasattr(ray_constants, "ENABLE_RAY_CLUSTER") or LOOPBACK_NODE_ENV not in vars(ray_constants).values():
         raise PatchError(
             "patch 'loopback-node': ray._private.ray_constants has no ENABLE_RAY_CLUSTER read from "
             f"{LOOPBACK_NODE_ENV}; this Ray cannot be kept on loopback this way"

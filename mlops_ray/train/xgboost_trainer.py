@@ -272,7 +272,9 @@ def fit_xgboost(
     loop_cfg = loop_config(cfg, snapshot, plan.nthread, output_dir, param_overrides, checkpoint_every)
     # Train v2 waits up to its health-check interval (2 s) per report; checkpoints are few
     # but a lower interval still cuts fixed cost. Propagated to controller and workers.
-    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
+    from mlops_ray import compat
+
+    os.environ.setdefault(compat.TRAIN_HEALTH_CHECK_INTERVAL_ENV, "0.2")
     storage.mkdir(parents=True, exist_ok=True)
     trainer = XGBoostTrainer(
         train_loop_per_worker,

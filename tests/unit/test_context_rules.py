@@ -38,10 +38,12 @@ def test_only_the_context_reads_the_workspace_environment():
 
 
 def test_only_the_tracking_glue_sets_mlflow_uris():
+    # through the versioned seam (compat/mlflow_*.py), which only the tracking glue calls
     for fn in ("set_tracking_uri", "set_registry_uri"):
-        assert set(_calls(fn)) <= {"registry/tracking.py"}, (fn, _calls(fn))
+        assert all(p.startswith("compat/mlflow_") for p in _calls(fn)), (fn, _calls(fn))
+    assert set(_calls("set_fluent_uris")) == {"registry/tracking.py"}, _calls("set_fluent_uris")
 
 
 def test_the_rule_checker_sees_calls():
     # guards against a scan that silently finds nothing
-    assert _calls("get_workspace")["context.py"] >= 1 and _calls("set_tracking_uri")["registry/tracking.py"] >= 2
+    assert _calls("get_workspace")["context.py"] >= 1 and _calls("set_fluent_uris")["registry/tracking.py"] >= 2
