@@ -4,11 +4,10 @@ Covers: a config that is not UTF-8, a model parameter of the wrong type, an unsu
 ``mlflow.tracking_uri`` scheme, a read-only workspace, a full disk, a corrupt snapshot at
 ``train``, and XGBoost rejecting a passed-through parameter.
 
-The read-only workspace and the full disk are tested twice: in-process (the OSError a
-write would raise, injected with monkeypatch, because these tests run as root, where
-``chmod`` does not stop writes) and for real, in a subprocess inside a private mount
-namespace (``unshare``): a read-only bind mount of the workspace, and a 64 KiB tmpfs as the
-workspace. The real ones are skipped where unprivileged mount namespaces are unavailable.
+The read-only workspace and the full disk are tested here in-process (the OSError a write
+would raise, injected with monkeypatch, because these tests run as root, where ``chmod`` does
+not stop writes); for real, in a private mount namespace, in the integration tier
+(``tests/integration/test_cli_hardening_mounts.py``).
 """
 
 from __future__ import annotations
@@ -16,12 +15,10 @@ from __future__ import annotations
 import errno
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-import yaml
+from _cli_process import write_config
 from click.testing import CliRunner
 
 from mlops_ray.cli import main
@@ -42,13 +39,6 @@ def _assert_clean_error(r, *needles):
         assert n in r.output, r.output
 
 
-def _write_cfg(tmp_path, small_config, name="cfg.yaml", **sections) -> Path:
-    raw = {"data": small_config().data.model_dump(mode="json"), **sections}
-    p = tmp_path / name
-    p.write_text(yaml.safe_dump(raw))
-    return p
-
-
 # ------------------------------------------------------------------ config file / config values
 def test_config_that_is_not_utf8_is_a_clean_error(tmp_path):
     p = tmp_path / "latin1.yaml"
@@ -58,7 +48,7 @@ def test_config_that_is_not_utf8_is_a_clean_error(tmp_path):
 
 
 def test_model_param_of_the_wrong_type_is_rejected_when_the_config_loads(tmp_path, small_config):
-    p = _write_cfg(tmp_path, small_config, model={"params": {"max_depth": "deep"}})
+    p = write_config(tmp_path, small_config, model={"params": {"max_depth": "deep"}})
     # train names a snapshot that does not exist: the config must fail first, before any work
     r = _invoke("train", "--config", str(p), "--snapshot", "deadbeefdead")
     _assert_clean_error(r, "model.params", "max_depth", "must be an integer", "'deep'")
@@ -106,7 +96,7 @@ def test_valid_and_unknown_xgboost_params_pass_through():
 
 
 def test_unsupported_tracking_uri_scheme_is_a_clean_error(tmp_path, small_config):
-    p = _write_cfg(tmp_path, small_config, mlflow={"tracking_uri": "ftp://mlflow.example/db"})
+    p = write_config(tmp_path, small_config, mlflow={"tracking_uri": "ftp://mlflow.example/db"})
     r = _invoke("models", "--config", str(p))
     _assert_clean_error(r, "mlflow.tracking_uri", "unsupported scheme 'ftp'", "sqlite:///")
 
@@ -182,79 +172,16 @@ def _refuse_writes_under(monkeypatch, root: Path, err_no: int):
 def test_unwritable_or_full_workspace_is_a_clean_error_simulated(
     tmp_path, small_config, workspace, monkeypatch, err_no, needle
 ):
-    p = _write_cfg(tmp_path, small_config)
+    p = write_config(tmp_path, small_config)
     workspace.root.mkdir(parents=True, exist_ok=True)
     _refuse_writes_under(monkeypatch, workspace.root, err_no)
     r = _invoke("data", "prepare", "--config", str(p), "--engine", "local")
     _assert_clean_error(r, needle, str(workspace.root), "MLOPS_RAY_HOME")
 
 
-def _can_unshare() -> bool:
-    if not shutil.which("unshare"):
-        return False
-    probe = subprocess.run(["unshare", "-rm", "mount", "-t", "tmpfs", "tmpfs", "/mnt"], capture_output=True)
-    return probe.returncode == 0
-
-
-needs_unshare = pytest.mark.skipif(not _can_unshare(), reason="needs unprivileged mount namespaces (unshare -rm)")
-
-
-def _cli_in_namespace(mount_cmd: str, workspace: Path, *args: str) -> subprocess.CompletedProcess:
-    """``python -m mlops_ray.cli ARGS`` in a private mount namespace after ``mount_cmd`` (the host sees no mount)."""
-    cli = " ".join([sys.executable, "-m", "mlops_ray.cli", *args])
-    script = f"set -e; {mount_cmd}; exec {cli}"
-    env = dict(os.environ, MLOPS_RAY_HOME=str(workspace))
-    return subprocess.run(
-        ["unshare", "-rm", "sh", "-c", script], capture_output=True, text=True, env=env, timeout=300, cwd=Path.cwd()
-    )
-
-
-def _one_error_line(proc: subprocess.CompletedProcess) -> str:
-    """Exit 2 and exactly one ``error:`` line on stderr (library warnings aside), no traceback."""
-    assert proc.returncode == 2, proc.stderr
-    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error: ")]
-    assert len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr
-    return errors[0]
-
-
-@pytest.mark.integration  # slow (subprocesses), no Ray: kept out of the fast tier
-@needs_unshare
-def test_read_only_workspace_is_a_clean_error(tmp_path, small_config, workspace):
-    """A real read-only bind mount of the workspace (chmod does not stop root)."""
-    p = _write_cfg(tmp_path, small_config)
-    workspace.root.mkdir(parents=True, exist_ok=True)
-    ws = workspace.root
-    proc = _cli_in_namespace(
-        f"mount --bind {ws} {ws}; mount -o remount,bind,ro {ws}",
-        ws,
-        "data",
-        "prepare",
-        "--config",
-        str(p),
-        "--engine",
-        "local",
-    )
-    line = _one_error_line(proc)
-    assert line.startswith("error: cannot write ") and "read-only" in line and str(ws) in line
-
-
-@pytest.mark.integration  # slow (subprocesses), no Ray: kept out of the fast tier
-@needs_unshare
-def test_full_disk_is_a_clean_error(tmp_path, small_config, workspace):
-    """A real full disk: the workspace is a 64 KiB tmpfs, too small for the snapshot's split files."""
-    p = _write_cfg(tmp_path, small_config)
-    workspace.root.mkdir(parents=True, exist_ok=True)
-    ws = workspace.root
-    proc = _cli_in_namespace(
-        f"mount -t tmpfs -o size=64k tmpfs {ws}", ws, "data", "prepare", "--config", str(p), "--engine", "local"
-    )
-    line = _one_error_line(proc)
-    assert line.startswith("error: no space left on the disk holding ") and str(ws) in line
-
-
 @pytest.mark.skipif(os.geteuid() == 0, reason="root ignores permission bits (the simulated and unshare tests cover it)")
 def test_unwritable_workspace_by_permissions(tmp_path, small_config, workspace):
-    p = _write_cfg(tmp_path, small_config)
+    p = write_config(tmp_path, small_config)
     workspace.root.mkdir(parents=True, exist_ok=True)
     workspace.root.chmod(0o555)
     try:
@@ -266,7 +193,7 @@ def test_unwritable_workspace_by_permissions(tmp_path, small_config, workspace):
 
 def test_a_traceback_is_still_a_traceback_for_other_os_errors(tmp_path, small_config, monkeypatch):
     """Only storage problems are turned into messages; a bug still shows its traceback."""
-    p = _write_cfg(tmp_path, small_config)
+    p = write_config(tmp_path, small_config)
     import mlops_ray.data.prepare as prep
 
     def boom(*a, **k):
@@ -284,7 +211,7 @@ def test_train_on_a_truncated_snapshot_is_a_clean_error_before_ray_starts(
     """Before: a raw pyarrow traceback from inside Ray Train (this unit test refuses ray.init)."""
     from mlops_ray.data.prepare import prepare_snapshot
 
-    p = _write_cfg(tmp_path, small_config)
+    p = write_config(tmp_path, small_config)
     workspace.root.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(mlflow_db_template, workspace.mlflow_db)
     snap = prepare_snapshot(small_config(), workspace, engine="local").snapshot

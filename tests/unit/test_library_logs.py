@@ -4,18 +4,14 @@ from __future__ import annotations
 
 import logging
 import os
-import subprocess
 import sys
 import warnings
-from pathlib import Path
 
 import pytest
-import yaml
+from _cli_process import run_cli
 
 from mlops_ray import library_logs
 from mlops_ray.library_logs import LibraryLog
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -128,43 +124,6 @@ def test_before_ray_init_without_an_active_log_changes_nothing(monkeypatch):
 
 
 # ------------------------------------------------------------------ the real CLI, in a subprocess
-def _cli(args, home, *extra):
-    env = dict(os.environ, MLOPS_RAY_HOME=str(home))
-    for var in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
-        env.pop(var, None)
-    return subprocess.run(
-        [sys.executable, "-m", "mlops_ray.cli", *extra, *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-
-
-@pytest.mark.integration  # slow (subprocesses), no Ray: kept out of the fast tier
-def test_a_command_that_uses_mlflow_prints_no_library_chatter(tmp_path):
-    cfg = tmp_path / "cfg.yaml"
-    cfg.write_text(
-        yaml.safe_dump({"data": {"name": "d", "source": str(tmp_path), "id_column": "id", "label_column": "y"}})
-    )
-    quiet = _cli(["models", "--config", str(cfg)], tmp_path / "home")
-    assert quiet.returncode == 0, quiet.stderr
-    assert "no versions of 'mlops-ray-model' yet" in quiet.stdout
-    lines = quiet.stderr.splitlines()
-    # creating the MLflow store logs INFO lines (alembic, mlflow.store.db.utils): in the file, named once
-    assert len(lines) == 1 and lines[0].startswith("library logs: "), quiet.stderr
-    logfile = Path(lines[0].removeprefix("library logs: "))
-    assert logfile.parent == tmp_path / "home" / "logs" and logfile.name.startswith("mlops-ray-models-")
-    assert "Creating initial MLflow database tables" in logfile.read_text()
-    for word in ("Traceback", "WARNING", "INFO", "Warning"):
-        assert word not in quiet.stderr
-
-    verbose = _cli(["models", "--config", str(cfg)], tmp_path / "home2", "--verbose")
-    assert verbose.returncode == 0 and "Creating initial MLflow database tables" in verbose.stderr
-    assert not (tmp_path / "home2" / "logs").exists()
-
-
 def test_a_command_with_no_library_output_names_no_log(tmp_path):
-    r = _cli(["data", "list"], tmp_path / "home")
+    r = run_cli(["data", "list"], tmp_path / "home")
     assert r.returncode == 0 and r.stderr == "" and not (tmp_path / "home" / "logs").exists()

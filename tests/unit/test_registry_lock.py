@@ -163,18 +163,3 @@ def test_lock_on_another_host_within_its_lease_is_not_broken(store):
     with pytest.raises(RegistryLockedError, match="some-other-host"):
         with tracking.registry_lock(_client(store), MODEL, purpose="promote v2", wait_s=0.5):
             pass
-
-
-@pytest.mark.integration  # slow (subprocesses), no Ray: kept out of the fast tier
-def test_concurrent_moves_from_separate_processes_keep_every_event(store):
-    code = (
-        "import sys; from mlflow.tracking import MlflowClient; from mlops_ray.registry import tracking; "
-        "u=sys.argv[1]; c=MlflowClient(u,u); "
-        "tracking.move_alias(c, sys.argv[2], 'champion', sys.argv[3], action='promote', reason='p'+sys.argv[3])"
-    )
-    procs = [subprocess.Popen([sys.executable, "-c", code, store, MODEL, v]) for v in ("1", "2", "3")]
-    assert [p.wait(120) for p in procs] == [0, 0, 0]
-    history = tracking.alias_history(_client(store), MODEL)
-    assert sorted(e["reason"] for e in history) == ["p1", "p2", "p3"]
-    assert [e["seq"] for e in history] == [1, 2, 3]
-    assert [e["from_version"] for e in history] == [None, history[0]["to_version"], history[1]["to_version"]]

@@ -1,10 +1,11 @@
 """The scoring request path (``mlops_ray.serve.http_api.handle_scoring``) over HTTP, without Ray.
 
-A small FastAPI app routes ``/predict`` and ``/invocations`` through the same function the
-Ray Serve replica uses, with a stand-in model (a real fitted-style Preprocessor, a trivial
-scorer), and Starlette's TestClient drives it: the catalogue of hostile bodies
+A small FastAPI app (``tests/_scoring_app.py``) routes ``/predict`` and ``/invocations`` through
+the same function the Ray Serve replica uses, with a stand-in model (a real fitted-style
+Preprocessor, a trivial scorer), and Starlette's TestClient drives it: the catalogue of hostile bodies
 (``tests/_bad_payloads.py``, also run against the real service in the e2e tier), the size
-limit on chunked uploads, request ids on 500s and the rate-limited error log.
+limit on chunked uploads, request ids on 500s and the rate-limited error log. Schema fuzzing of
+the same app is slow: ``tests/integration/test_serve_requests_fuzz.py``.
 """
 
 from __future__ import annotations
@@ -13,80 +14,15 @@ import asyncio
 import json
 import logging
 import time
-from collections import Counter
-from dataclasses import dataclass
 
 import httpx
-import numpy as np
 import pytest
-import schemathesis
 from _bad_payloads import Case, catalogue
-from _fuzz import fuzz, with_model_features
-from fastapi import FastAPI, Request
+from _scoring_app import BOOM, GOOD, LIMIT, make_app
 from fastapi.testclient import TestClient
 
-from mlops_ray.data.generate import FEATURE_SPEC
-from mlops_ray.data.preprocess import CategoricalParams, NumericParams, Preprocessor
-from mlops_ray.serve.errorlog import ErrorLogLimiter
-from mlops_ray.serve.http_api import REQUEST_ID_HEADER, handle_scoring
-from mlops_ray.serve.schema import INVOCATIONS_REQUEST_SCHEMA, PREDICT_REQUEST_SCHEMA, FeatureSchema, openapi_json_body
-
-LIMIT = 100_000
-NUMERIC = tuple(FEATURE_SPEC["numeric"])
-CATEGORICAL = tuple(FEATURE_SPEC["categorical"])
-GOOD = {**{f: 1.5 for f in NUMERIC}, **{f: "a" for f in CATEGORICAL}}
-BOOM = 666.0  # an `age` the stand-in scorer fails on (a bug in scoring -> 500)
-
-
-@dataclass
-class StandInModel:
-    schema: FeatureSchema
-    preprocessor: Preprocessor
-
-    @property
-    def feature_names(self) -> list[str]:
-        return self.preprocessor.feature_names
-
-    def transform(self, table):
-        return self.preprocessor.transform(table)
-
-
-def _model() -> StandInModel:
-    pre = Preprocessor(
-        [NumericParams(f, fill=0.0, center=0.0, scale=1.0) for f in NUMERIC],
-        [CategoricalParams(f, ["a", "b"]) for f in CATEGORICAL],
-    )
-    return StandInModel(FeatureSchema(NUMERIC, CATEGORICAL, ("customer_id",)), pre)
-
-
-def make_app(model="stand-in", limit: int = LIMIT) -> FastAPI:
-    """``/predict`` and ``/invocations`` as the replica routes them (scores: row sums); ``model=None``: none loaded."""
-    app = FastAPI()
-    state = {"model": _model() if model == "stand-in" else model, "limiter": ErrorLogLimiter()}
-    log = logging.getLogger("mlops_ray.serve")
-
-    async def score(model, x):
-        if (x[:, 0] == BOOM).any():
-            raise ZeroDivisionError("scoring bug")
-        return x.sum(axis=1)
-
-    async def run(route: str, request: Request):
-        out = await handle_scoring(
-            request, route, state["model"], limit=limit, score=score, limiter=state["limiter"], logger=log
-        )
-        if out.response is not None:
-            return out.response
-        return {"scores": np.asarray(out.scores).tolist(), "request_id": out.request_id}
-
-    @app.post("/predict", openapi_extra=openapi_json_body(PREDICT_REQUEST_SCHEMA))
-    async def predict(request: Request):
-        return await run("/predict", request)
-
-    @app.post("/invocations", openapi_extra=openapi_json_body(INVOCATIONS_REQUEST_SCHEMA))
-    async def invocations(request: Request):
-        return await run("/invocations", request)
-
-    return app
+from mlops_ray.serve.http_api import REQUEST_ID_HEADER
+from mlops_ray.serve.schema import INVOCATIONS_REQUEST_SCHEMA, PREDICT_REQUEST_SCHEMA
 
 
 @pytest.fixture(scope="module")
@@ -213,23 +149,6 @@ def test_real_app_declares_json_request_bodies_for_both_scoring_routes():
         body = paths[route]["post"]["requestBody"]
         assert body["required"] is True
         assert body["content"]["application/json"]["schema"] == schema
-
-
-@pytest.mark.integration  # slow (subprocesses), no Ray: kept out of the fast tier
-def test_schema_fuzzing_finds_no_5xx():
-    """schemathesis from the app's own OpenAPI (and narrowed to the model's features, so bodies reach the
-    model): positive and negative cases, no 5xx. The e2e tier runs the same against the real service."""
-    app = make_app()
-    with TestClient(app) as c:
-        raw = c.get("/openapi.json").json()
-    sent: Counter = Counter()
-    for spec in (raw, with_model_features(raw, NUMERIC, CATEGORICAL)):
-        schema = schemathesis.openapi.from_dict(spec)
-        schema.app = app  # case.call() goes through the ASGI app
-        sent += fuzz(schema, lambda case: case.call(), max_examples=25)
-    print(f"schemathesis sent {sum(sent.values())} requests: {dict(sent)}")
-    assert sent[("POST /predict", 200)] > 0  # the narrowed schema reached the model
-    assert not any(status >= 500 for _, status in sent)
 
 
 def test_behind_ray_serves_request_id_middleware_the_500_carries_one_matching_id():
