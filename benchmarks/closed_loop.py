@@ -4,7 +4,7 @@
 
 Each run uses a fresh workspace with the bundled quickstart config (20,000 sample rows, tuning
 on): one ``pipeline run`` (timed), an identical second ``pipeline run`` (timed: every step but
-``record`` cached), then the service and :func:`mlops_ray.pipeline.loop.closed_loop`: in-distribution
+``record`` cached), then the service and :func:`mlops_ray.demo.loop.closed_loop`: in-distribution
 traffic, 6,000 new rows with ``--drift 1.0`` landing in the source, drifted traffic, the watcher
 firing on drift, retraining, the gate and the switch. Lead time = first drifted request -> first
 response from the promoted version. Every request's status is checked. Local Ray on this
@@ -32,7 +32,7 @@ def one_run(i: int) -> dict:
 
     from mlops_ray.config import config_from_dict
     from mlops_ray.context import Context
-    from mlops_ray.pipeline.loop import closed_loop
+    from mlops_ray.demo.loop import closed_loop
     from mlops_ray.pipeline.run import run_pipeline
     from mlops_ray.pipeline.stages import ensure_sample_data
     from mlops_ray.ray_runtime import free_ports

@@ -663,6 +663,12 @@ def drift_model(config_path, current, model_uri, fmt):
 
 
 # ------------------------------------------------------------------------ pipeline
+def _trigger_names() -> tuple[str, ...]:
+    from mlops_ray.pipeline.triggers import trigger_names
+
+    return trigger_names()
+
+
 @main.group("pipeline")
 def pipeline_group():
     """Continuous training: one cached pipeline run, a watcher that triggers runs, their history."""
@@ -672,7 +678,7 @@ def pipeline_group():
 @config_option
 @click.option(
     "--trigger",
-    type=click.Choice(["manual", "data", "schedule", "drift", "code"]),
+    type=click.Choice(["manual", *_trigger_names()]),
     default="manual",
     show_default=True,
     help="What started this run (recorded in lineage and history).",
@@ -683,8 +689,10 @@ def pipeline_group():
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @_friendly
 def pipeline_run(config_path, trigger, reason, force, engine, as_json):
-    """prepare -> train|tune -> evaluate -> register -> gate -> deploy -> record, with step caching."""
+    """prepare -> train|tune -> evaluate -> register -> gate -> deploy, with step caching."""
+    from mlops_ray.pipeline.callbacks import summary_table
     from mlops_ray.pipeline.run import run_pipeline, step_printer
+    from mlops_ray.pipeline.steps import DETAILS
 
     cfg = _load(config_path)
     ctx = _context(cfg)
@@ -697,12 +705,12 @@ def pipeline_run(config_path, trigger, reason, force, engine, as_json):
         reason=reason or f"{trigger} run from the CLI",
         force=force,
         engine=engine,
-        on_event=(lambda e, i: None) if as_json else step_printer(click.echo),
+        callbacks=[] if as_json else [step_printer(click.echo)],
     )
     if as_json:
         click.echo(json.dumps(res.to_dict(), indent=2, default=str))
     else:
-        click.echo(res.summary_table())
+        click.echo(summary_table(res, DETAILS))
         cached = sum(s.status == "cached" for s in res.steps)
         click.echo(
             f"{res.status} in {res.seconds:.1f}s ({cached} step(s) cached); run {res.run_id}, "
@@ -746,10 +754,10 @@ def pipeline_watch(config_path, url, max_runs, duration):
 def pipeline_history(config_path, as_json, decisions, limit):
     """Pipeline runs (trigger, steps ran/cached/failed, version, decision, duration) and trigger decisions."""
     from mlops_ray.pipeline import history as hist
-    from mlops_ray.pipeline.run import pipeline_dir
+    from mlops_ray.pipeline.run import pipeline_prefix
 
     cfg = _load(config_path)
-    entries = hist.read(pipeline_dir(_context(cfg), cfg), None if decisions else "run", limit)
+    entries = hist.read(_context(cfg).state, pipeline_prefix(cfg), None if decisions else "run", limit)
     if as_json:
         click.echo(json.dumps(entries, indent=2, default=str))
     elif not entries:
@@ -766,7 +774,7 @@ def pipeline_history(config_path, as_json, decisions, limit):
 @_friendly
 def pipeline_loop_demo(config_path, drift_level, new_rows, as_json):
     """Close the loop once on a local service: drift alert -> retraining -> gate -> the service switching."""
-    from mlops_ray.pipeline.loop import run_loop_demo
+    from mlops_ray.demo.loop import run_loop_demo
     from mlops_ray.ray_runtime import ensure_ray
 
     cfg = _load(config_path)
@@ -790,7 +798,7 @@ def pipeline_loop_demo(config_path, drift_level, new_rows, as_json):
 @_friendly
 def quickstart(config_path):
     """Run the whole pipeline on bundled sample data (local Ray, MLflow in the workspace)."""
-    from mlops_ray.pipeline.quickstart import bundled_config_path, run_quickstart
+    from mlops_ray.demo.quickstart import bundled_config_path, run_quickstart
     from mlops_ray.ray_runtime import ensure_ray
 
     cfg = _load(config_path or bundled_config_path())

@@ -1,40 +1,40 @@
-"""Pipeline history: one JSON line per pipeline run and per trigger decision (pure file I/O).
+"""Pipeline history: one JSON record per pipeline run and per trigger decision, in the state store.
 
-``<workspace>/pipeline/<model>/history.jsonl``; appends are single ``write`` calls of one line
-(atomic for lines this short on a local file system), so a watcher and a manual ``pipeline run``
-can both append.
+Key ``pipeline/<model>/history.jsonl`` (the file ``<workspace>/pipeline/<model>/history.jsonl`` in a
+local workspace). Appends go through :meth:`~mlops_ray.state.StateStore.append_record`, which never
+loses or interleaves records of concurrent writers (a watcher and a manual ``pipeline run``).
+
+History written before the pipeline controller recorded a succeeded step as ``ran``; readers map it
+to ``succeeded`` (:meth:`~mlops_ray.pipeline.controller.StepStatus.parse`).
 """
 
 from __future__ import annotations
 
-import json
 import time
-from pathlib import Path
 from typing import Any
+
+from mlops_ray.pipeline.controller import StepStatus
+from mlops_ray.state import StateStore
 
 FILE = "history.jsonl"
 
 
-def append(directory: Path, entry: dict[str, Any]) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
-    line = json.dumps({"recorded_at": time.time(), **entry}, default=str)
-    with open(directory / FILE, "a") as f:
-        f.write(line + "\n")
+def append(store: StateStore, prefix: str, entry: dict[str, Any]) -> None:
+    store.append_record(f"{prefix}/{FILE}", {"recorded_at": time.time(), **entry})
 
 
-def read(directory: Path, kind: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+def read(store: StateStore, prefix: str, kind: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
     """Entries oldest first (``kind``: "run" or "decision"); unreadable lines are skipped."""
-    path = directory / FILE
-    if not path.exists():
-        return []
     out = []
-    for line in path.read_text().splitlines():
-        try:
-            e = json.loads(line)
-        except ValueError:
+    for e in store.read_records(f"{prefix}/{FILE}"):
+        if kind is not None and e.get("kind") != kind:
             continue
-        if kind is None or e.get("kind") == kind:
-            out.append(e)
+        for s in e.get("steps") or ():
+            try:
+                s["status"] = str(StepStatus.parse(s["status"]))
+            except (KeyError, ValueError):
+                continue
+        out.append(e)
     return out[-limit:] if limit else out
 
 
@@ -45,6 +45,7 @@ def format_runs(entries: list[dict[str, Any]]) -> str:
         f"{'version':<7} {'decision':<8} {'seconds':>8}"
     )
     lines = [head]
+    ran = (StepStatus.SUCCEEDED, StepStatus.RESUMED)
     for e in entries:
         if e.get("kind") == "decision":
             at = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(e.get("at", 0)))
@@ -53,7 +54,12 @@ def format_runs(entries: list[dict[str, Any]]) -> str:
             )
             continue
         steps = e.get("steps", [])
-        counts = "/".join(str(sum(s["status"] == k for s in steps)) for k in ("ran", "cached", "failed"))
+        n = [
+            sum(s["status"] in ran for s in steps),
+            sum(s["status"] == StepStatus.CACHED for s in steps),
+            sum(s["status"] == StepStatus.FAILED for s in steps),
+        ]
+        counts = "/".join(map(str, n))
         started = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(e.get("started_at", 0)))
         lines.append(
             f"{started:<19} {e.get('run_id', ''):<12} {e.get('trigger', ''):<8} {e.get('status', ''):<9} "

@@ -54,14 +54,14 @@ def compare_models(ctx, cfg, reference, candidate, snapshot: Snapshot, *, candid
 def model_drift_command(ctx, cfg, current: str, *, model_uri: str | None = None) -> dict[str, Any]:
     """``mlops-ray drift model``: prepare ``current`` as a snapshot, train a model on it (logged,
     not registered) and compare it with the reference model (default: the deploy alias)."""
+    from mlops_ray.data.prepare import prepare_snapshot
     from mlops_ray.drift.commands import model_reference
-    from mlops_ray.pipeline import stages
     from mlops_ray.train.run import train_model
 
     _, reference, context = model_reference(ctx, cfg, model_uri)
     path = str(Path(current).expanduser().resolve())
     cfg_new = cfg.model_copy(update={"data": cfg.data.model_copy(update={"source": path, "generate": None})})
-    snap = stages.prepare(ctx, cfg_new, engine="local").snapshot
+    snap = prepare_snapshot(cfg_new, ctx.workspace, engine="local").snapshot
     run_name = f"model-drift-{time.strftime('%Y%m%d-%H%M%S')}"
     cand = train_model(ctx, cfg_new, snap, register=False, run_name=run_name, tags={"purpose": "model-drift"})
     candidate = tracking.load_pyfunc(ctx.tracking_uri, cand.model_uri).unwrap_python_model()

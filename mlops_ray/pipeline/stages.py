@@ -16,7 +16,7 @@ callback (the CLI prints; a pipeline records)::
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from mlops_ray.data.prepare import PrepareResult, prepare_snapshot
 from mlops_ray.data.snapshot import Snapshot
@@ -26,6 +26,10 @@ from mlops_ray.registry import promotion
 from mlops_ray.registry.promotion import PromotionResult
 from mlops_ray.train.run import Candidate
 
+if TYPE_CHECKING:
+    from mlops_ray.config import PipelineConfig
+    from mlops_ray.context import Context
+
 OnEvent = Callable[[str, dict], None]
 
 
@@ -33,7 +37,7 @@ def _quiet(event: str, info: dict) -> None:
     return None
 
 
-def ensure_sample_data(ctx, cfg, on_event: OnEvent = _quiet) -> str:
+def ensure_sample_data(ctx: Context, cfg: PipelineConfig, on_event: OnEvent = _quiet) -> str:
     """Generate the configured sample source when it does not exist yet; returns its path."""
     from mlops_ray.data.generate import generate_dataset
 
@@ -58,7 +62,7 @@ def ensure_sample_data(ctx, cfg, on_event: OnEvent = _quiet) -> str:
     return str(src)
 
 
-def require_source(ctx, cfg, config_label: str | None = None) -> None:
+def require_source(ctx: Context, cfg: PipelineConfig, config_label: str | None = None) -> None:
     """Fail at once, saying how to get it, when the config's sample data (``data.generate``) is not there yet.
 
     A workspace (``MLOPS_RAY_HOME``) without the quickstart's data otherwise failed later with a bare
@@ -84,8 +88,8 @@ def require_source(ctx, cfg, config_label: str | None = None) -> None:
 
 
 def prepare(
-    ctx,
-    cfg,
+    ctx: Context,
+    cfg: PipelineConfig,
     *,
     engine: str = "ray",
     progress: bool = False,
@@ -103,8 +107,17 @@ def prepare(
     return res
 
 
-def train(ctx, cfg, snapshot: Snapshot, *, on_event: OnEvent = _quiet) -> Candidate:
-    """Train (or tune, when ``tune.enabled``) on ``snapshot``; the candidate is registered."""
+def train(
+    ctx: Context,
+    cfg: PipelineConfig,
+    snapshot: Snapshot,
+    *,
+    register: bool = True,
+    tags: dict[str, str] | None = None,
+    on_event: OnEvent = _quiet,
+) -> Candidate:
+    """Train (or tune, when ``tune.enabled``) on ``snapshot``; the candidate is registered unless
+    ``register`` is False (then :func:`register` does it later). ``tags`` go on the training run."""
     if cfg.tune.enabled:
         from mlops_ray.train.tune import tune_model
 
@@ -117,17 +130,44 @@ def train(ctx, cfg, snapshot: Snapshot, *, on_event: OnEvent = _quiet) -> Candid
                 "metric": cfg.tune.metric_for(snapshot.spec.task),
             },
         )
-        cand = tune_model(ctx, cfg, snapshot)
+        cand = tune_model(ctx, cfg, snapshot, register=register)
+        for k, v in (tags or {}).items():
+            ctx.client.set_tag(cand.run_id, k, v)
     else:
         from mlops_ray.train.run import train_model
 
         on_event("train", {"model": cfg.model.type})
-        cand = train_model(ctx, cfg, snapshot)
+        cand = train_model(ctx, cfg, snapshot, register=register, tags=tags)
     on_event("trained", {"candidate": cand})
     return cand
 
 
-def gate(ctx, cfg, version: str, *, force: bool = False, on_event: OnEvent = _quiet) -> PromotionResult:
+def register(ctx: Context, cfg: PipelineConfig, snapshot: Snapshot, run_id: str, model_uri: str, metrics: dict) -> str:
+    """Register exactly the model of training run ``run_id`` as a new version (``challenger``)."""
+    from mlops_ray.train.run import register_candidate
+
+    return str(register_candidate(ctx, cfg, snapshot, run_id, model_uri, metrics))
+
+
+def evaluate(ctx: Context, cfg: PipelineConfig, snapshot: Snapshot, run_id: str, model_uri: str) -> dict:
+    """Model drift of a trained candidate against the deployed version, on ``snapshot``'s rows
+    (:func:`~mlops_ray.pipeline.model_drift.compare_models`; logged to the candidate's run)."""
+    from mlops_ray.pipeline.model_drift import compare_models
+    from mlops_ray.registry import tracking
+
+    name = cfg.registry.model_name
+    champ = tracking.alias_version(ctx.client, name, cfg.serve.model_alias)
+    if champ is None:
+        return {"champion_version": None, "status": "no champion yet"}
+    champion = tracking.load_pyfunc(ctx.tracking_uri, f"models:/{name}/{champ.version}").unwrap_python_model()
+    candidate = tracking.load_pyfunc(ctx.tracking_uri, model_uri).unwrap_python_model()
+    report = compare_models(ctx, cfg, champion, candidate, snapshot, candidate_run_id=run_id)
+    return {"champion_version": str(champ.version), **report}
+
+
+def gate(
+    ctx: Context, cfg: PipelineConfig, version: str, *, force: bool = False, on_event: OnEvent = _quiet
+) -> PromotionResult:
     """Compare exactly ``version`` with the deploy-alias version on the same test rows."""
     on_event("gate", {"version": version, "alias": cfg.serve.model_alias})
     res = promotion.gate(ctx, cfg, version, force=force)
@@ -135,14 +175,16 @@ def gate(ctx, cfg, version: str, *, force: bool = False, on_event: OnEvent = _qu
     return res
 
 
-def deploy(ctx, cfg, version: str, reason: str, *, on_event: OnEvent = _quiet) -> dict:
+def deploy(ctx: Context, cfg: PipelineConfig, version: str, reason: str, *, on_event: OnEvent = _quiet) -> dict:
     """Move the deploy alias (``serve.model_alias``) to ``version``; running services follow it."""
     event = promotion.deploy(ctx, cfg, version, reason)
     on_event("deployed", {"event": event})
     return event
 
 
-def train_gate_deploy(ctx, cfg, snapshot: Snapshot, *, on_event: OnEvent = _quiet) -> tuple[Candidate, PromotionResult]:
+def train_gate_deploy(
+    ctx: Context, cfg: PipelineConfig, snapshot: Snapshot, *, on_event: OnEvent = _quiet
+) -> tuple[Candidate, PromotionResult]:
     """Train a candidate, gate exactly that version, deploy it if the gate says PROMOTE."""
     cand = train(ctx, cfg, snapshot, on_event=on_event)
     # one registry lock around gate and deploy: a concurrent promotion cannot slip in between

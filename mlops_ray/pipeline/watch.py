@@ -1,8 +1,8 @@
 """``mlops-ray pipeline watch``: observe the source, the schedule, the drift monitor and the code,
 ask the trigger policy (:mod:`mlops_ray.pipeline.triggers`) and run the pipeline when it says so.
 
-Each tick (``pipeline.poll_interval_s``) the watcher gathers an
-:class:`~mlops_ray.pipeline.triggers.Observation`:
+Each tick (``pipeline.poll_interval_s``) every registered trigger kind observes through the
+watcher (:class:`~mlops_ray.pipeline.triggers.WatchEnv`), which gives them:
 
 * the source's cheap stat key, and its full fingerprint only when the policy asks;
 * the closed drift windows of the serving version and the rolling feedback metric, from the
@@ -13,66 +13,89 @@ Each tick (``pipeline.poll_interval_s``) the watcher gathers an
 
 Runs happen in a background thread, so the watcher keeps observing: triggers that arrive during
 a run coalesce into one follow-up run. Every decision (run, skip, coalesce, and why) goes to the
-pipeline history; the policy state is saved after every tick (``watch_state.json``), so a
-restarted watcher neither fires twice nor forgets what was pending.
+pipeline history; the policy state is saved after every tick (``pipeline/<model>/watch_state.json``
+in the state store), so a restarted watcher neither fires twice nor forgets what was pending.
+When a run ends, triggers that waited for it and whose evidence it made moot are dropped as
+``superseded`` (recorded with the reason).
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlops_ray.errors import PipelineBusyError
 from mlops_ray.pipeline import history as hist
-from mlops_ray.pipeline.run import pipeline_dir, run_pipeline
-from mlops_ray.pipeline.triggers import Observation, PolicyState, TriggerPolicy, WindowView
+from mlops_ray.pipeline.run import pipeline_prefix, run_pipeline
+from mlops_ray.pipeline.triggers import Action, Decision, PolicyState, TriggerPolicy
 from mlops_ray.registry import tracking
+
+if TYPE_CHECKING:
+    from mlops_ray.config import PipelineConfig
+    from mlops_ray.context import Context
+    from mlops_ray.pipeline.controller import PipelineResult
 
 log = logging.getLogger("mlops_ray.pipeline")
 
 
 class Watcher:
+    """Ticks the trigger policy and runs the pipeline; also the :class:`WatchEnv` the kinds observe with."""
+
     def __init__(
         self,
-        ctx,
-        cfg,
+        ctx: Context,
+        cfg: PipelineConfig,
         *,
         echo: Callable[[str], None] = print,
         clock: Callable[[], float] = time.time,
         service_url: str | None = None,
-        run: Callable[..., Any] = run_pipeline,
+        run: Callable[..., PipelineResult] = run_pipeline,
     ):
         self.ctx, self.cfg, self.echo, self.clock, self.run = ctx, cfg, echo, clock, run
-        self.dir = pipeline_dir(ctx, cfg)
-        self.state_path = self.dir / "watch_state.json"
+        self.store, self.prefix = ctx.state, pipeline_prefix(cfg)
+        self.state_key = f"{self.prefix}/watch_state.json"
         state = None
         # A fresh watcher counts only drift windows that close after it starts (not an old alert).
         self.since: float | None = clock()
-        if self.state_path.exists():
+        saved = self.store.read_json(self.state_key)
+        if saved is not None:
             try:
-                state = PolicyState.from_dict(json.loads(self.state_path.read_text()))
+                state = PolicyState.from_dict(saved)
                 self.since = None  # the saved state knows which windows it has seen
-            except (ValueError, KeyError) as err:
-                log.warning("watch state %s unreadable (%s); starting fresh", self.state_path, err)
+            except (ValueError, KeyError, TypeError) as err:
+                log.warning("watch state %s unreadable (%s); starting fresh", self.state_key, err)
         self.policy = TriggerPolicy(cfg.pipeline, state)
         from mlops_ray.drift.commands import service_url as _url
 
         self.url = _url(cfg, service_url)
         # the code this watcher (and the runs it starts) runs: digest once, not per tick
-        self.code_digest = tracking.code_version()["code_digest"]
+        self._code_digest = tracking.code_version()["code_digest"]
         self.thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._printed: dict[str, str] = {}
         self.results: list = []
         self.last_report: dict | None = None
 
-    # ---------------------------------------------------------------- observation
-    def _drift(self) -> tuple[tuple[WindowView, ...], float | None, str]:
+    # ---------------------------------------------------------------- WatchEnv
+    def source_key(self) -> str | None:
+        from mlops_ray.data.sources import list_source
+
+        try:
+            return list_source(self.ctx.source(self.cfg), self.cfg.data.format).stat_key()
+        except Exception:
+            return None
+
+    def fingerprint(self) -> str:
+        from mlops_ray.data.split_files import fingerprint_source
+
+        return fingerprint_source(self.ctx.source(self.cfg), fmt=self.cfg.data.format)[0]
+
+    def drift_report(self) -> dict[str, Any] | None:
+        """``GET /drift`` of the service, with only the windows that closed since this watcher started
+        (a fresh watcher) or all of them (a restored one: its state knows which it has seen)."""
         import httpx
 
         try:
@@ -81,80 +104,62 @@ class Watcher:
         except (httpx.HTTPError, ValueError):
             rep = None
         if not rep:
-            return (), None, "maximize"
+            return None
         self.last_report = rep
-        v = rep.get("serving_version")
-        ver = (rep.get("versions") or {}).get(v) or {}
-        evs = [ev for ev in ver.get("windows", []) if self.since is None or (ev["window"]["end"] or 0) >= self.since]
-        windows = tuple(WindowView.from_evaluation(ev) for ev in evs)
-        fb = ver.get("feedback") or {}
-        from mlops_ray.model.tasks import direction
+        if self.since is not None:
+            for ver in (rep.get("versions") or {}).values():
+                ver["windows"] = [ev for ev in ver.get("windows", []) if (ev["window"]["end"] or 0) >= self.since]
+        return rep
 
-        metric = fb.get("metric")
-        return windows, fb.get("rolling"), direction(metric) if metric else "maximize"
-
-    def _champion(self) -> tuple[str | None, str | None]:
+    def champion(self) -> dict[str, str | None]:
         mv = tracking.alias_version(self.ctx.client, self.cfg.registry.model_name, self.cfg.serve.model_alias)
         if mv is None:
-            return None, None
+            return {"version": None, "code_digest": None, "fingerprint": None}
         code = mv.tags.get("lineage.code_digest")
         if code is None:
             try:
                 code = self.ctx.client.get_run(mv.run_id).data.tags.get("code_digest")
             except Exception:
                 code = None
-        return code, mv.tags.get("data_fingerprint")
+        return {"version": str(mv.version), "code_digest": code, "fingerprint": mv.tags.get("data_fingerprint")}
 
-    def observe(self) -> Observation:
-        from mlops_ray.data.sources import list_source
-        from mlops_ray.data.split_files import fingerprint_source
+    def code_digest(self) -> str:
+        return self._code_digest
 
-        uri, fmt = self.ctx.source(self.cfg), self.cfg.data.format
-        try:
-            key = list_source(uri, fmt).stat_key()
-        except Exception:
-            key = None
-        windows, rolling, direction = self._drift() if self.cfg.pipeline.drift.enabled else ((), None, "maximize")
-        champ_code, champ_fp = self._champion()
-        return Observation(
-            now=self.clock(),
-            source_key=key,
-            fingerprint=lambda: fingerprint_source(uri, fmt=fmt)[0],
-            windows=windows,
-            rolling_metric=rolling,
-            metric_direction=direction,
-            code_digest=self.code_digest,
-            champion_code_digest=champ_code,
-            champion_fingerprint=champ_fp,
-            running=self.running,
-        )
+    def read_state(self, key: str) -> Any:
+        return self.store.read_json(f"{self.prefix}/{key}")
 
+    # ---------------------------------------------------------------- one tick
     @property
     def running(self) -> bool:
         return self.thread is not None and self.thread.is_alive()
 
-    # ---------------------------------------------------------------- one tick
-    def tick(self) -> list:
+    def observe(self):
+        return self.policy.observe(self, now=self.clock(), running=self.running)
+
+    def tick(self) -> list[Decision]:
         obs = self.observe()
         with self._lock:
             decisions = self.policy.evaluate(obs)
             self._save_state()
+        self._record(decisions)
         for d in decisions:
-            hist.append(self.dir, {"kind": "decision", **d.to_dict()})
-            # every decision is in the history; the console shows a repeated skip/coalesce once
-            if d.action == "run" or self._printed.get(d.trigger) != d.action:
-                self.echo(f"[watch] {d.action} ({d.trigger}): {d.reason}")
-            self._printed = {} if d.action == "run" else {**self._printed, d.trigger: d.action}
-            if d.action == "run":
+            if d.action == Action.RUN:
                 self._start(d)
         return decisions
 
-    def _save_state(self) -> None:
-        tmp = self.state_path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(self.policy.state.to_dict()))
-        os.replace(tmp, self.state_path)
+    def _record(self, decisions: list[Decision]) -> None:
+        for d in decisions:
+            hist.append(self.store, self.prefix, {"kind": "decision", **d.to_dict()})
+            # every decision is in the history; the console shows a repeated skip/coalesce once
+            if d.action in (Action.RUN, Action.SUPERSEDED) or self._printed.get(d.trigger) != d.action:
+                self.echo(f"[watch] {d.action} ({d.trigger}): {d.reason}")
+            self._printed = {} if d.action == Action.RUN else {**self._printed, d.trigger: d.action}
 
-    def _start(self, decision) -> None:
+    def _save_state(self) -> None:
+        self.store.write_json(self.state_key, self.policy.state.to_dict())
+
+    def _start(self, decision: Decision) -> None:
         context = {"decision": decision.to_dict()}
         if decision.trigger == "drift" and self.last_report:
             context["drift_report"] = self.last_report
@@ -163,15 +168,19 @@ class Watcher:
             try:
                 res = self.run(self.ctx, self.cfg, trigger=decision.trigger, reason=decision.reason, context=context)
                 self.results.append(res)
-                prep = res.step("prepare")
+                prep, deploy = res.step("prepare"), res.step("deploy")
                 fingerprint = prep.outputs.get("fingerprint") if prep is not None else None
+                deployed = deploy.outputs.get("version") if deploy is not None and deploy.outputs.get("moved") else None
                 with self._lock:
-                    self.policy.run_finished(fingerprint, res.status == "succeeded")
+                    dropped = self.policy.run_finished(
+                        fingerprint, res.status == "succeeded", deployed_version=deployed, at=self.clock()
+                    )
                     self._save_state()
                 self.echo(
                     f"[watch] pipeline run {res.run_id} {res.status}: version {res.version or '-'} "
                     f"{res.decision or ''} in {res.seconds:.1f}s"
                 )
+                self._record(dropped)
             except PipelineBusyError as err:  # a manual run holds the lock: the trigger stays recorded
                 self.echo(f"[watch] run not started: {err}")
             except Exception as err:

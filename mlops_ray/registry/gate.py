@@ -14,12 +14,21 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 from mlops_ray.data.hashing import split_boundaries
 from mlops_ray.data.snapshot import SplitSpec
 
-PROMOTE = "PROMOTE"
-KEEP = "KEEP"
+
+class GateAction(StrEnum):
+    """What the gate decides (a str: compares and serialises as ``"PROMOTE"`` / ``"KEEP"``)."""
+
+    PROMOTE = "PROMOTE"
+    KEEP = "KEEP"
+
+
+PROMOTE = GateAction.PROMOTE
+KEEP = GateAction.KEEP
 
 
 @dataclass(frozen=True)
@@ -38,9 +47,12 @@ class GateRule:
 
 @dataclass(frozen=True)
 class GateDecision:
-    action: str
+    action: GateAction
     reasons: list[str] = field(default_factory=list)
     improvement: float | None = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "action", GateAction(self.action))
 
     @property
     def promote(self) -> bool:

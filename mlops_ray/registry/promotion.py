@@ -21,7 +21,7 @@ from typing import Any
 from mlops_ray.data.snapshot import SplitSpec
 from mlops_ray.errors import ModelVersionNotFoundError, RegistryError, SnapshotNotFoundError, TrackingError
 from mlops_ray.registry import tracking
-from mlops_ray.registry.gate import GateDecision, GateRule, decide_promotion, leakage_problem
+from mlops_ray.registry.gate import PROMOTE, GateDecision, GateRule, decide_promotion, leakage_problem
 
 CHALLENGER = "challenger"
 
@@ -148,7 +148,7 @@ def gate(ctx, cfg, version: str, *, force: bool = False) -> PromotionResult:
             scores["champion"] = score_version(ctx, name, champ.version, frame, test.y, spec.task, rule.metric)
     decision = decide_promotion(scores["challenger"], scores["champion"], rule)
     if force and not decision.promote:
-        decision = GateDecision("PROMOTE", decision.reasons + ["forced by operator"], decision.improvement)
+        decision = GateDecision(PROMOTE, decision.reasons + ["forced by operator"], decision.improvement)
     client.set_model_version_tag(name, mv.version, "gate.decision", decision.action)
     client.set_model_version_tag(name, mv.version, "gate.reasons", "; ".join(decision.reasons)[:4000])
     client.set_model_version_tag(

@@ -13,7 +13,7 @@ from mlops_ray.config import config_from_dict
 from mlops_ray.context import Context
 from mlops_ray.data.generate import generate_dataset
 from mlops_ray.data.splits import read_split_table
-from mlops_ray.pipeline.loop import closed_loop
+from mlops_ray.demo.loop import closed_loop
 from mlops_ray.pipeline.run import run_pipeline
 from mlops_ray.registry import tracking
 
@@ -57,7 +57,7 @@ def test_drift_retrains_gates_and_switches_the_service(ray_session, tmp_path):
     assert "consecutive windows" in runs[0]["reason"]
     assert len(res.runs) == 1 and res.runs[0]["trigger"] == "drift" and res.runs[0]["status"] == "succeeded"
     steps = {s["name"]: s for s in res.runs[0]["steps"]}
-    assert steps["prepare"]["status"] == "ran" and steps["train"]["status"] == "ran"
+    assert steps["prepare"]["status"] == "succeeded" and steps["train"]["status"] == "succeeded"
     # the new snapshot includes the new data, and every old row kept its split: no leak into the gate
     old = ctx.snapshots.find(first.step("prepare").outputs["snapshot_id"])
     new = ctx.snapshots.find(steps["prepare"]["outputs"]["snapshot_id"])

@@ -12,7 +12,7 @@ from mlops_ray.context import Context
 from mlops_ray.data.generate import generate_dataset
 from mlops_ray.errors import PipelineBusyError
 from mlops_ray.pipeline import history as hist
-from mlops_ray.pipeline.run import STEPS, pipeline_dir, run_lock, run_pipeline
+from mlops_ray.pipeline.run import STEPS, pipeline_prefix, run_pipeline
 from mlops_ray.registry import promotion, tracking
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -38,7 +38,7 @@ def test_first_run_then_fully_cached_rerun_with_lineage(setup):
     ctx, cfg, _ = setup
     first = run_pipeline(ctx, cfg, trigger="manual", reason="first")
     assert first.status == "succeeded", first.error
-    assert statuses(first) == dict.fromkeys(STEPS, "ran")
+    assert statuses(first) == dict.fromkeys(STEPS, "succeeded")
     assert first.version == "1" and first.decision == "PROMOTE"
     assert str(tracking.alias_version(ctx.client, "pipe-model", "champion").version) == "1"
     tags = promotion.get_version(ctx.client, "pipe-model", "1").tags
@@ -64,15 +64,15 @@ def test_first_run_then_fully_cached_rerun_with_lineage(setup):
     assert {r.data.tags.get("pipeline.step") for r in children} >= set(STEPS)
     second = run_pipeline(ctx, cfg, trigger="manual", reason="again")
     assert second.status == "succeeded"
-    assert statuses(second) == {**dict.fromkeys(STEPS[:-1], "cached"), "record": "ran"}
+    assert statuses(second) == dict.fromkeys(STEPS, "cached")
     # all cached: bookkeeping only (the 10% figure on the quickstart's data: benchmarks/closed_loop.py)
     assert second.version == "1" and second.seconds < min(0.5 * first.seconds, 2.0), (second.seconds, first.seconds)
     assert all(s.seconds < 0.5 for s in second.steps), [(s.name, s.seconds) for s in second.steps]
     # the cached rerun keeps the lineage of the run that produced the version
     assert promotion.get_version(ctx.client, "pipe-model", "1").tags["lineage.pipeline_run"] == first.run_id
     forced = run_pipeline(ctx, cfg, force=True)
-    assert statuses(forced)["train"] == "ran" and forced.version == "2"
-    runs = hist.read(pipeline_dir(ctx, cfg), "run")
+    assert statuses(forced)["train"] == "succeeded" and forced.version == "2"
+    runs = hist.read(ctx.state, pipeline_prefix(cfg), "run")
     assert [r["run_id"] for r in runs] == [first.run_id, second.run_id, forced.run_id]
 
 
@@ -91,12 +91,13 @@ def test_a_failed_step_keeps_earlier_results_and_the_next_run_resumes(setup, mon
     failed = run_pipeline(ctx, cfg)
     assert failed.status == "failed" and "gate" in failed.error and "registry unavailable" in failed.error
     st = statuses(failed)
-    assert st["register"] == "ran" and st["gate"] == "failed" and st["deploy"] == "not run"
+    assert st["register"] == "succeeded" and st["gate"] == "failed" and st["deploy"] == "not run"
     assert tracking.alias_version(ctx.client, "pipe-model", "champion") is None
     resumed = run_pipeline(ctx, cfg)
     st = statuses(resumed)
     assert [st[s] for s in ("prepare", "train", "evaluate", "register")] == ["cached"] * 4
-    assert st["gate"] == "ran" and st["deploy"] == "ran" and resumed.version == failed.version
+    # the gate failed last time with the same inputs: it resumes there
+    assert st["gate"] == "resumed" and st["deploy"] == "succeeded" and resumed.version == failed.version
     assert str(tracking.alias_version(ctx.client, "pipe-model", "champion").version) == resumed.version
 
 
@@ -105,7 +106,7 @@ def test_one_run_per_model_at_a_time(setup):
     held, release = threading.Event(), threading.Event()
 
     def hold():
-        with run_lock(ctx, cfg):
+        with ctx.state.lock(f"{pipeline_prefix(cfg)}/run.lock", holder="pid 1 (test)"):
             held.set()
             release.wait(30)
 
@@ -113,7 +114,7 @@ def test_one_run_per_model_at_a_time(setup):
     t.start()
     held.wait(10)
     try:
-        with pytest.raises(PipelineBusyError, match="in progress"):
+        with pytest.raises(PipelineBusyError, match=r"in progress \(pid 1 \(test\)\)"):
             run_pipeline(ctx, cfg)
     finally:
         release.set()
@@ -126,7 +127,7 @@ def test_new_data_retrains_without_leaking_old_rows_into_the_new_test_split(setu
     generate_dataset(src / "batch-1", 1500, shards=1, seed=5, drift=1.0)  # new, drifted data lands
     second = run_pipeline(ctx, cfg, trigger="data", reason="new data")
     st = statuses(second)
-    assert st["prepare"] == "ran" and st["train"] == "ran" and second.version == "2"
+    assert st["prepare"] == "succeeded" and st["train"] == "succeeded" and second.version == "2"
     assert second.decision in ("PROMOTE", "KEEP")
     gate = second.step("gate").outputs
     assert gate["champion_version"] == "1" and gate["scores"]["champion"] is not None  # compared, not forced

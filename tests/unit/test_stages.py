@@ -75,10 +75,12 @@ class FakeRegistry:
         self.challenger = "8"  # a concurrent run finished between our train and our gate
         return cand
 
-    def train_model(self, ctx, cfg, snapshot):
+    def train_model(self, ctx, cfg, snapshot, *, register=True, tags=None):
+        assert register and tags is None  # what stages.train passes by default
         return self._register("train_model", ctx, cfg, snapshot)
 
-    def tune_model(self, ctx, cfg, snapshot):
+    def tune_model(self, ctx, cfg, snapshot, *, register=True):
+        assert register
         return self._register("tune_model", ctx, cfg, snapshot)
 
     def gate(self, ctx, cfg, version, *, force=False):

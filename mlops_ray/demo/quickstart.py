@@ -41,16 +41,16 @@ def run_quickstart(ctx, cfg, config_label: str, echo: Callable[[str], None] = pr
 
     Returns the pipeline result of the first run and the closed loop's result.
     """
+    from mlops_ray.demo.loop import closed_loop, print_loop
     from mlops_ray.errors import PipelineStepError
-    from mlops_ray.pipeline.loop import closed_loop, print_loop
     from mlops_ray.pipeline.run import run_pipeline, step_printer
     from mlops_ray.serve.runner import start_service, stop_service
 
     printer = QuickstartPrinter(cfg, echo)
     echo(f"workspace: {ctx.workspace.root}  (set MLOPS_RAY_HOME to move it)")
     stages.ensure_sample_data(ctx, cfg, printer)
-    echo("[2/6] pipeline run: prepare -> tune|train -> evaluate -> register -> gate -> deploy -> record")
-    res = run_pipeline(ctx, cfg, trigger="manual", reason="quickstart", engine=engine, on_event=step_printer(echo))
+    echo("[2/6] pipeline run: prepare -> tune|train -> evaluate -> register -> gate -> deploy")
+    res = run_pipeline(ctx, cfg, trigger="manual", reason="quickstart", engine=engine, callbacks=[step_printer(echo)])
     if res.status != "succeeded":
         raise PipelineStepError(res.error or "pipeline run failed")
     _pipeline_summary(ctx, cfg, res, echo)

@@ -132,7 +132,7 @@ def closed_loop(
     from mlops_ray.data.generate import generate_dataset
     from mlops_ray.drift.commands import service_url
     from mlops_ray.pipeline import history as hist
-    from mlops_ray.pipeline.run import pipeline_dir
+    from mlops_ray.pipeline.run import pipeline_prefix
     from mlops_ray.pipeline.watch import Watcher
     from mlops_ray.registry import tracking
 
@@ -144,8 +144,8 @@ def closed_loop(
     work = ctx.workspace.ensure("loop-demo", time.strftime("%Y%m%d-%H%M%S"))
     generate_dataset(work / "same", max(in_distribution_rows, 500), shards=1, seed=seed)
     same = pd.read_parquet(work / "same")
-    n_decisions = len(hist.read(pipeline_dir(ctx, cfg), "decision"))
-    n_runs = len(hist.read(pipeline_dir(ctx, cfg), "run"))
+    n_decisions = len(hist.read(ctx.state, pipeline_prefix(cfg), "decision"))
+    n_runs = len(hist.read(ctx.state, pipeline_prefix(cfg), "run"))
 
     watcher = Watcher(ctx, cfg, echo=lambda m: echo(f"  {m}"), service_url=url)
     stop = threading.Event()
@@ -169,7 +169,7 @@ def closed_loop(
         new_version = None
         trigger_rows = None
         while time.monotonic() < deadline:
-            runs = hist.read(pipeline_dir(ctx, cfg), "run")[n_runs:]
+            runs = hist.read(ctx.state, pipeline_prefix(cfg), "run")[n_runs:]
             if trigger_rows is None and watcher.running:
                 trigger_rows = traffic.stats.rows - rows_at_drift
             done = [r for r in runs if r.get("trigger") == "drift" or "drift" in r.get("reason", "")]
@@ -199,8 +199,8 @@ def closed_loop(
         champion_after=str(after.version) if after else None,
         lead_time_s=lead,
         traffic=st,
-        runs=hist.read(pipeline_dir(ctx, cfg), "run")[n_runs:],
-        decisions=hist.read(pipeline_dir(ctx, cfg), "decision")[n_decisions:],
+        runs=hist.read(ctx.state, pipeline_prefix(cfg), "run")[n_runs:],
+        decisions=hist.read(ctx.state, pipeline_prefix(cfg), "decision")[n_decisions:],
         drift_rows_until_trigger=trigger_rows,
         seconds=time.monotonic() - t_start,
     )
