@@ -31,9 +31,11 @@ Details = dict[str, Callable[[dict[str, Any]], str]]
 
 
 def step_line(s: StepResult, details: Details) -> str:
-    """What a finished step did, in one line (its error when it failed)."""
+    """What a finished step did, in one line (its error when it failed; nothing when it did not run)."""
     if s.error:
         return s.error
+    if not s.status.done:
+        return ""
     try:
         return details.get(s.name, lambda o: "")(s.outputs)
     except Exception:  # a summary must never fail a run

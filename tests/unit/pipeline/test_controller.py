@@ -205,3 +205,19 @@ def test_history_written_before_the_controller_reads_ran_as_succeeded(tmp_path):
     assert entry["steps"][0]["status"] == "succeeded"
     assert "1/0/0" in hist.format_runs([entry])
     assert StepStatus.parse("ran") is StepStatus.SUCCEEDED and StepStatus.parse("cached") is StepStatus.CACHED
+
+
+def test_summary_shows_only_what_happened(cache):
+    from mlops_ray.pipeline.callbacks import summary_table
+    from mlops_ray.pipeline.steps import DETAILS
+
+    work = FakeWork()
+    work.fail = {"b"}
+    mk = [
+        Step("prepare", work.fn("a", {"snapshot_id": "s" * 12, "rows": {"train": 5}}), key=lambda i: {}),
+        Step("register", work.fn("b", {})),
+        Step("gate", work.fn("c", {})),
+    ]
+    table = summary_table(run(PipelineController(mk, cache=cache)), DETAILS)
+    assert "snapshot ssssssssssss (5 train rows)" in table and "RuntimeError: b broke" in table
+    assert "None" not in table  # the gate that never ran has no "None:" detail
