@@ -9,7 +9,7 @@ The job (same generated data, same hash rule, same fingerprint algorithm):
 
 Two implementations, each in its own fresh subprocess (so their memory never mixes):
 
-  ray     ``prepare_snapshot(cfg, Workspace(fresh dir), engine="ray")`` (validation,
+  ray     ``prepare_snapshot(cfg.data, Workspace(fresh dir), engine="ray")`` (validation,
           split, fingerprint, fit; writes the raw splits) then, per split,
           ``write_transformed(snapshot, preprocessor, dir)`` (all splits, one Ray Data pass).
           Ray is started with ``ensure_ray(num_cpus=2)``; its start-up time is reported
@@ -399,7 +399,8 @@ def ray_job(data_dir: Path, job_dir: Path, cfg, ph: Phases) -> dict:
     from mlops_ray.workspace import Workspace
 
     with ph("prepare"):  # validate + split + write splits + fingerprint + fit (+ manifest, publish)
-        res = prepare_snapshot(cfg, Workspace(job_dir / "workspace"), engine="ray")
+        ws = Workspace(job_dir / "workspace")
+        res = prepare_snapshot(cfg.data, ws, source=cfg.source(ws.root), engine="ray")
     if res.reused:
         raise RuntimeError("prepare_snapshot reused a snapshot; the benchmark needs a fresh workspace")
     snap = res.snapshot

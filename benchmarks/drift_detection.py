@@ -77,7 +77,7 @@ def build_reference(workdir: Path, source_rows: int | None = None) -> dict[str, 
     ws = get_workspace(workdir / "workspace")
     src = Path(cfg.source(ws.root))
     generate_dataset(src, rows, shards=min(gen.shards, rows), seed=gen.seed, drift=gen.drift)
-    snap = prepare_snapshot(cfg, ws, engine="local").snapshot
+    snap = prepare_snapshot(cfg.data, ws, source=str(src), engine="local").snapshot
     stats = {**snap.reference_stats(), "task": cfg.data.task}
     return {
         "stats": stats,

@@ -363,6 +363,7 @@ def write_results(rows: list[dict], seconds: float, path: Path = RESULTS) -> Non
 # ------------------------------------------------------------------ the mlops-ray path
 def run_case(ctx, case: Case, root: Path) -> dict:
     """Prepare both copies, check they hold the same content, train + promote one; compare."""
+    from mlops_ray.config import TrainingSpec
     from mlops_ray.data.prepare import prepare_snapshot
     from mlops_ray.registry import promotion
     from mlops_ray.train.run import train_model
@@ -371,15 +372,15 @@ def run_case(ctx, case: Case, root: Path) -> dict:
     snaps = {}
     for fmt, path in paths.items():
         cfg = config_for(case, path, fmt)
-        snaps[fmt] = (cfg, prepare_snapshot(cfg, ctx.workspace, engine="local").snapshot)
+        snaps[fmt] = (cfg, prepare_snapshot(cfg.data, ctx.workspace, engine="local").snapshot)
     cfg, snap = snaps[case.train_format]
     other = snaps["parquet" if case.train_format == "csv" else "csv"][1]
     same = (
         snap.manifest["fingerprint"] == other.manifest["fingerprint"]
         and snap.manifest["rows_per_split"] == other.manifest["rows_per_split"]
     )
-    cand = train_model(ctx, cfg, snap)
-    promoted = promotion.promote(ctx, cfg, cand.version)
+    cand = train_model(ctx, TrainingSpec.from_config(cfg), snap)
+    promoted = promotion.promote(ctx, cfg.registry, cfg.serve.model_alias, cand.version)
     params = ctx.client.get_run(cand.run_id).data.params
     trees = int(params["model.rounds_trained"])
     frames = split_frames(snap)

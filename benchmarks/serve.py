@@ -122,7 +122,7 @@ def main(argv=None) -> int:
 
     import yaml
 
-    from mlops_ray.config import config_from_dict
+    from mlops_ray.config import TrainingSpec, config_from_dict
     from mlops_ray.context import Context
     from mlops_ray.data.prepare import prepare_snapshot
     from mlops_ray.data.splits import load_split
@@ -138,8 +138,8 @@ def main(argv=None) -> int:
     cfg = config_from_dict(raw, base_dir=ROOT / "examples")
     ctx = Context.create(cfg)  # this script is an entry point: $MLOPS_RAY_HOME set above
     ensure_sample_data(ctx, cfg)
-    snap = prepare_snapshot(cfg, ctx.workspace, engine="local").snapshot
-    promote(ctx, cfg, train_model(ctx, cfg, snap).version)
+    snap = prepare_snapshot(cfg.data, ctx.workspace, source=cfg.source(ctx.workspace.root), engine="local").snapshot
+    promote(ctx, cfg.registry, cfg.serve.model_alias, train_model(ctx, TrainingSpec.from_config(cfg), snap).version)
     spec = snap.manifest["spec"]
     frame = load_split(snap, "test", snap.preprocessor(), keep_frame=True).frame
     recs = json.loads(

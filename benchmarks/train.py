@@ -87,7 +87,9 @@ def mlops_mode(cfg, snapshot, plan, workdir: Path, rounds: int) -> dict:
 
     out = workdir / f"run-{plan.mode}-{plan.num_workers}-{time.time_ns()}"
     t0 = time.perf_counter()
-    res = fit_xgboost(cfg, snapshot, plan, out, run_name=out.name, storage=workdir / "ray", checkpoint_every=rounds)
+    res = fit_xgboost(
+        cfg.model, snapshot, plan, out, run_name=out.name, storage=workdir / "ray", checkpoint_every=rounds
+    )
     wall = time.perf_counter() - t0
     valid = load_split(snapshot, "valid", snapshot.preprocessor())
     auc = compute_metrics("binary", valid.y, res.booster.inplace_predict(valid.x))["auc"]
@@ -129,7 +131,7 @@ def main(argv=None) -> int:
         cfg = _cfg(str(src), args.rounds)
         from mlops_ray.workspace import get_workspace
 
-        snap = prepare_snapshot(cfg, get_workspace(), engine="local").snapshot
+        snap = prepare_snapshot(cfg.data, get_workspace(), engine="local").snapshot
         plain = min((plain_xgboost(snap, args.rounds) for _ in range(args.repeat)), key=lambda r: r["wall_s"])
         results.append({"rows": rows, "path": "plain xgboost.train (2 threads)", **plain, "ratio": 1.0})
         for name, plan in modes:

@@ -374,12 +374,15 @@ config_option = click.option(
 @_friendly
 def train_cmd(config_path, snapshot_ref, execution, no_register):
     """Train the configured model (Ray Train v2), log to MLflow, register as challenger."""
+    from mlops_ray.config import TrainingSpec
     from mlops_ray.train.run import train_model
 
     cfg = _load(config_path)
     ctx = _context(cfg)
     snap = _snapshot_for(ctx, cfg, snapshot_ref, config_path)
-    _print_candidate(train_model(ctx, cfg, snap, execution=execution, register=not no_register), "train")
+    _print_candidate(
+        train_model(ctx, TrainingSpec.from_config(cfg), snap, execution=execution, register=not no_register), "train"
+    )
 
 
 @main.command("tune")
@@ -389,11 +392,14 @@ def train_cmd(config_path, snapshot_ref, execution, no_register):
 @_friendly
 def tune_cmd(config_path, snapshot_ref, no_register):
     """Ray Tune search (ASHA); each trial an MLflow child run; best becomes challenger."""
+    from mlops_ray.config import TrainingSpec
     from mlops_ray.train.tune import tune_model
 
     cfg = _load(config_path)
     ctx = _context(cfg)
-    res = tune_model(ctx, cfg, _snapshot_for(ctx, cfg, snapshot_ref, config_path), register=not no_register)
+    res = tune_model(
+        ctx, TrainingSpec.from_config(cfg), _snapshot_for(ctx, cfg, snapshot_ref, config_path), register=not no_register
+    )
     click.echo(
         f"tuning: {res.extra['finished']}/{res.extra['trials']} trials finished in "
         f"{res.extra['tune_seconds']:.1f}s; best config {res.extra['best_config']}"
@@ -413,9 +419,9 @@ def promote_cmd(config_path, version, force):
     cfg = _load(config_path)
     ctx = _context(cfg)
     if version is None:
-        version = challenger_version(ctx, cfg)
+        version = challenger_version(ctx, cfg.registry.model_name)
         click.echo(f"gating v{version} (the current 'challenger')")
-    r = promote(ctx, cfg, version, force=force)
+    r = promote(ctx, cfg.registry, cfg.serve.model_alias, version, force=force)
     click.echo(
         f"{r.decision.action}: v{r.challenger_version} vs '{r.alias}' "
         f"{('v' + r.champion_version) if r.champion_version else '(none)'}"
@@ -433,7 +439,7 @@ def rollback_cmd(config_path, reason):
     from mlops_ray.registry.promotion import rollback
 
     cfg = _load(config_path)
-    e = rollback(_context(cfg), cfg, reason)
+    e = rollback(_context(cfg), cfg.registry.model_name, cfg.serve.model_alias, reason)
     click.echo(f"{e['alias']}: v{e['from_version']} -> v{e['to_version']} ({e['when']}, by {e['who']})")
 
 
@@ -449,7 +455,7 @@ def models_cmd(config_path, history, as_json):
 
     cfg = _load(config_path)
     ctx = _context(cfg)
-    rows = list_models(ctx, cfg)
+    rows = list_models(ctx, cfg.registry.model_name)
     events = tracking.alias_history(ctx.client, cfg.registry.model_name) if history else []
     if as_json:
         click.echo(json.dumps({"versions": rows, "history": events}, indent=1, default=str))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -443,6 +444,27 @@ class PipelineConfig(_Strict):
     def source(self, workspace_root: Path) -> str:
         """The data source path/URI, ``{workspace}`` expanded against ``workspace_root``."""
         return self.data.resolved_source(workspace_root, self.base_dir)
+
+
+# ------------------------------------------------------------ what training reads
+@dataclass(frozen=True)
+class TrainingSpec:
+    """The parts of the config a training or tuning run reads (built at the pipeline/CLI boundary).
+
+    ``model`` and ``tune`` are the sections of those names; ``model_name`` is ``registry.model_name``
+    (what a candidate is registered as); ``config_yaml`` is the whole config as YAML, which the run
+    logs as its ``config.yaml`` artifact (``reproduce`` re-trains from it), so it is carried as the
+    document it is, not as a config to read from.
+    """
+
+    model: ModelConfig
+    tune: TuneConfig
+    model_name: str
+    config_yaml: str
+
+    @classmethod
+    def from_config(cls, cfg: PipelineConfig) -> TrainingSpec:
+        return cls(cfg.model, cfg.tune, cfg.registry.model_name, config_to_yaml(cfg))
 
 
 # ------------------------------------------------------------------- loading

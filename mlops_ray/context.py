@@ -80,10 +80,6 @@ class Context:
         self.client  # noqa: B018 - connects on first use
         return self._experiment_id
 
-    def source(self, cfg) -> str:
-        """The config's data source with ``{workspace}`` expanded for this context."""
-        return cfg.source(self.workspace.root)
-
     def run_dir(self, *parts: str) -> Path:
         return self.workspace.ensure(*parts)
 

@@ -19,11 +19,14 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from mlops_ray.model.kinds import ModelKind
+
+if TYPE_CHECKING:
+    from mlops_ray.config import ModelConfig
 
 
 class HistGBKind(ModelKind):
@@ -60,43 +63,55 @@ class HistGBKind(ModelKind):
         return out
 
     # ------------------------------------------------------------ train side
-    def fit(self, cfg, snapshot, plan, out_dir: Path, *, run_name: str, storage: Path, overrides: dict | None = None):
+    def fit(
+        self,
+        model: ModelConfig,
+        snapshot,
+        plan,
+        out_dir: Path,
+        *,
+        run_name: str,
+        storage: Path,
+        overrides: dict | None = None,
+    ):
         from mlops_ray.data.splits import load_split
         from mlops_ray.train.kinds import Fitted
 
         pre = snapshot.preprocessor()
         train = load_split(snapshot, "train", pre)
-        params = dict(cfg.model.params, **(overrides or {}))
+        params = dict(model.params, **(overrides or {}))
         t0 = time.perf_counter()
-        est = build(snapshot.spec.task, pre, params, cfg.model.seed).fit(train.x, train.y)
+        est = build(snapshot.spec.task, pre, params, model.seed).fit(train.x, train.y)
         seconds = time.perf_counter() - t0
         path = Path(out_dir) / self.model_file
         path.parent.mkdir(parents=True, exist_ok=True)
         self.save(est, str(path))
         return Fitted(est, path, {"toy_hgb": params}, None, seconds, {"train_rows": len(train)})
 
-    def fit_fold(self, cfg, snapshot, pre, train, test, nthread: int, overrides: dict | None = None) -> np.ndarray:
-        est = build(snapshot.spec.task, pre, dict(cfg.model.params, **(overrides or {})), cfg.model.seed)
+    def fit_fold(
+        self, model: ModelConfig, snapshot, pre, train, test, nthread: int, overrides: dict | None = None
+    ) -> np.ndarray:
+        est = build(snapshot.spec.task, pre, dict(model.params, **(overrides or {})), model.seed)
         return self.scores(est.fit(train.x, train.y), test.x, snapshot.spec.task)
 
-    def tune_trial(self, cfg, snapshot, pre, cpus_per_trial: int, out_dir: Path, metric: str):
+    def tune_trial(self, model: ModelConfig, snapshot, pre, cpus_per_trial: int, out_dir: Path, metric: str):
         from mlops_ray.train.kinds import TrialSpec
 
         kwargs = {
-            "params": dict(cfg.model.params),
-            "seed": cfg.model.seed,
+            "params": dict(model.params),
+            "seed": model.seed,
             "snapshot_path": str(snapshot.path),
             "manifest": snapshot.manifest,
             "metric": metric,
         }
         return TrialSpec(_trial, kwargs)
 
-    def best_fitted(self, checkpoint_dir: Path, out_dir: Path, cfg, spec, best_config: dict):
+    def best_fitted(self, checkpoint_dir: Path, out_dir: Path, model: ModelConfig, spec, best_config: dict):
         from mlops_ray.train.kinds import Fitted
 
         path = Path(out_dir) / self.model_file
         path.write_bytes((Path(checkpoint_dir) / self.model_file).read_bytes())
-        return Fitted(self.load(str(path)), path, {"toy_hgb": dict(cfg.model.params, **best_config)})
+        return Fitted(self.load(str(path)), path, {"toy_hgb": dict(model.params, **best_config)})
 
 
 def build(task: str, pre, params: dict, seed: int):

@@ -236,7 +236,7 @@ def predict_files(
     from mlops_ray.registry import tracking
     from mlops_ray.registry.promotion import resolve_model_uri
 
-    name, version, alias = resolve_model_uri(ctx.client, cfg, model_uri)
+    name, version, alias = resolve_model_uri(ctx.client, cfg.registry.model_name, cfg.serve.model_alias, model_uri)
     out = Path(output_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ConfigError(f"--output {output_dir} is not empty; choose a new directory")

@@ -24,7 +24,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 import numpy as np
 import pyarrow as pa
@@ -57,6 +57,9 @@ from mlops_ray.data.validate import (
 from mlops_ray.data.xxh64 import xxh64_arrow
 from mlops_ray.errors import DataValidationError
 from mlops_ray.workspace import Workspace
+
+if TYPE_CHECKING:
+    from mlops_ray.config import DataConfig
 
 log = logging.getLogger(__name__)
 SNAPSHOT_FORMAT = 1
@@ -139,8 +142,7 @@ class PrepareResult:
     notes: list[str] = field(default_factory=list)
 
 
-def _spec_dict(cfg, spec: DataSpec) -> dict[str, Any]:
-    d = cfg.data
+def _spec_dict(d: DataConfig, spec: DataSpec) -> dict[str, Any]:
     return {
         "format": SNAPSHOT_FORMAT,
         "hash": {"algorithm": "xxh64", "seed": HASH_SEED, "buckets": NUM_BUCKETS, "key": "salt + ':' + str(id)"},
@@ -246,13 +248,23 @@ def _inference_warnings(src: SourceFiles, schema: pa.Schema, spec: DataSpec, d) 
 
 
 def prepare_snapshot(
-    cfg, workspace: Workspace, *, engine: str = "ray", progress: bool = False, runner: Runner | None = None
+    data: DataConfig,
+    workspace: Workspace,
+    *,
+    source: str | None = None,
+    engine: str = "ray",
+    progress: bool = False,
+    runner: Runner | None = None,
 ) -> PrepareResult:
-    """Validate, split, fingerprint and publish a snapshot for ``cfg.data``; reuse an identical one.
+    """Validate, split, fingerprint and publish a snapshot of ``data`` (the config's ``data`` section);
+    reuse an identical one.
 
     Args:
-        cfg: a PipelineConfig.
+        data: the ``data`` section (columns, split, preprocessing, batch size, ...).
         workspace: where snapshots live (``{workspace}`` in the source path expands to it).
+        source: the resolved source path/URI (:meth:`~mlops_ray.config.PipelineConfig.source`, which
+            also resolves a relative ``data.source`` against the config file's directory); default:
+            ``data.source`` with ``{workspace}`` expanded and no config directory.
         engine: ``"ray"`` (Ray Data map_batches, the default) or ``"local"`` (one process).
 
     Raises:
@@ -263,12 +275,12 @@ def prepare_snapshot(
     ws = workspace
     store = SnapshotStore(ws)
     notes = store.remove_stale_staging()
-    d = cfg.data
-    src = list_source(cfg.source(ws.root), d.format)
+    d = data
+    src = list_source(source if source is not None else d.resolved_source(ws.root), d.format)
     schema = read_schema(src, d.id_column)
     spec = resolve_spec(schema, d)
     notes += _inference_warnings(src, schema, spec, d)
-    spec_d = _spec_dict(cfg, spec)
+    spec_d = _spec_dict(d, spec)
     split_boundaries(d.split.fractions)
 
     # Unchanged files (same paths, sizes, mtimes) -> known fingerprint -> reuse without reading.

@@ -21,7 +21,7 @@ def model_reference(ctx, cfg, model_uri: str | None = None):
     from mlops_ray.registry import tracking
     from mlops_ray.registry.promotion import resolve_model_uri
 
-    name, version, _ = resolve_model_uri(ctx.client, cfg, model_uri)
+    name, version, _ = resolve_model_uri(ctx.client, cfg.registry.model_name, cfg.serve.model_alias, model_uri)
     model = tracking.load_pyfunc(ctx.tracking_uri, f"models:/{name}/{version}").unwrap_python_model()
     stats = getattr(model, "reference_stats", None)
     if not stats:

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from mlops_ray.model.kinds import ModelKind
+
+if TYPE_CHECKING:
+    from mlops_ray.config import ModelConfig
 
 
 class SklearnKind(ModelKind):
@@ -41,45 +44,57 @@ class SklearnKind(ModelKind):
         return prob[:, 1] if task == "binary" else prob
 
     # ------------------------------------------------------------ config
-    def config_problems(self, model_cfg) -> list[str]:
+    def config_problems(self, model_cfg: ModelConfig) -> list[str]:
         if not model_cfg.estimator:
             return [f"model.type {self.name!r} needs model.estimator (an importable class path)"]
         return []
 
     # ------------------------------------------------------------ train side
-    def fit(self, cfg, snapshot, plan, out_dir: Path, *, run_name: str, storage: Path, overrides: dict | None = None):
+    def fit(
+        self,
+        model: ModelConfig,
+        snapshot,
+        plan,
+        out_dir: Path,
+        *,
+        run_name: str,
+        storage: Path,
+        overrides: dict | None = None,
+    ):
         from mlops_ray.train.kinds import Fitted
         from mlops_ray.train.sklearn_trainer import MODEL_FILE, fit_sklearn
 
-        meta = fit_sklearn(cfg, snapshot, out_dir, num_cpus=plan.cpus_per_worker, param_overrides=overrides)
+        meta = fit_sklearn(model, snapshot, out_dir, num_cpus=plan.cpus_per_worker, param_overrides=overrides)
         path = out_dir / MODEL_FILE
-        params = {"estimator": cfg.model.estimator, **cfg.model.params, **(overrides or {})}
+        params = {"estimator": model.estimator, **model.params, **(overrides or {})}
         return Fitted(self.load(str(path)), path, params, None, meta["train_seconds"], meta)
 
-    def fit_fold(self, cfg, snapshot, pre, train, test, nthread: int, overrides: dict | None = None) -> np.ndarray:
+    def fit_fold(
+        self, model: ModelConfig, snapshot, pre, train, test, nthread: int, overrides: dict | None = None
+    ) -> np.ndarray:
         from mlops_ray.train.sklearn_trainer import build_estimator
 
-        est = build_estimator(cfg.model.estimator, dict(cfg.model.params, **(overrides or {})), cfg.model.seed)
+        est = build_estimator(model.estimator, dict(model.params, **(overrides or {})), model.seed)
         est.fit(train.x, train.y)
         return self.scores(est, test.x, snapshot.spec.task)
 
-    def tune_trial(self, cfg, snapshot, pre, cpus_per_trial: int, out_dir: Path, metric: str):
+    def tune_trial(self, model: ModelConfig, snapshot, pre, cpus_per_trial: int, out_dir: Path, metric: str):
         from mlops_ray.train.kinds import TrialSpec
 
         kwargs = {
-            "cfg_model": cfg.model.model_dump(),
+            "cfg_model": model.model_dump(),
             "snapshot_path": str(snapshot.path),
             "manifest": snapshot.manifest,
             "metric": metric,
         }
         return TrialSpec(_trial, kwargs, 1, None)
 
-    def best_fitted(self, checkpoint_dir: Path, out_dir: Path, cfg, spec, best_config: dict):
+    def best_fitted(self, checkpoint_dir: Path, out_dir: Path, model: ModelConfig, spec, best_config: dict):
         from mlops_ray.train.kinds import Fitted
 
         path = out_dir / self.model_file
         path.write_bytes((Path(checkpoint_dir) / self.model_file).read_bytes())
-        params: dict[str, Any] = {"estimator": cfg.model.estimator, **cfg.model.params, **best_config}
+        params: dict[str, Any] = {"estimator": model.estimator, **model.params, **best_config}
         return Fitted(self.load(str(path)), path, params)
 
 

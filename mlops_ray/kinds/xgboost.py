@@ -13,11 +13,14 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from mlops_ray.model.kinds import ModelKind
+
+if TYPE_CHECKING:
+    from mlops_ray.config import ModelConfig
 
 # XGBoost parameters whose type and range are documented (model.params is checked at load time;
 # keys not listed here are passed through, and XGBoost's own rejection becomes a TrainingError).
@@ -109,12 +112,22 @@ class XGBoostKind(ModelKind):
         return xgboost_param_problems(params)
 
     # ------------------------------------------------------------ train side
-    def fit(self, cfg, snapshot, plan, out_dir: Path, *, run_name: str, storage: Path, overrides: dict | None = None):
+    def fit(
+        self,
+        model: ModelConfig,
+        snapshot,
+        plan,
+        out_dir: Path,
+        *,
+        run_name: str,
+        storage: Path,
+        overrides: dict | None = None,
+    ):
         from mlops_ray.train.kinds import Fitted
         from mlops_ray.train.xgboost_trainer import fit_xgboost, loop_config
 
-        res = fit_xgboost(cfg, snapshot, plan, out_dir, run_name=run_name, storage=storage, param_overrides=overrides)
-        loop = loop_config(cfg, snapshot, plan.nthread, out_dir, overrides)
+        res = fit_xgboost(model, snapshot, plan, out_dir, run_name=run_name, storage=storage, param_overrides=overrides)
+        loop = loop_config(model, snapshot, plan.nthread, out_dir, overrides)
         params = {
             "xgboost": loop["params"],
             "num_boost_round": loop["num_boost_round"],
@@ -124,10 +137,12 @@ class XGBoostKind(ModelKind):
         }
         return Fitted(res.booster, out_dir / self.model_file, params, res.history, res.seconds, res.meta)
 
-    def fit_fold(self, cfg, snapshot, pre, train, test, nthread: int, overrides: dict | None = None) -> np.ndarray:
+    def fit_fold(
+        self, model: ModelConfig, snapshot, pre, train, test, nthread: int, overrides: dict | None = None
+    ) -> np.ndarray:
         from mlops_ray.train.xgboost_trainer import boost, loop_config, make_dmatrix
 
-        loop = loop_config(cfg, snapshot, nthread, "", overrides)
+        loop = loop_config(model, snapshot, nthread, "", overrides)
         booster = boost(
             loop,
             make_dmatrix(train, pre.feature_names, nthread),
@@ -137,12 +152,12 @@ class XGBoostKind(ModelKind):
         )
         return self.scores(booster, test.x, snapshot.spec.task)
 
-    def tune_trial(self, cfg, snapshot, pre, cpus_per_trial: int, out_dir: Path, metric: str):
+    def tune_trial(self, model: ModelConfig, snapshot, pre, cpus_per_trial: int, out_dir: Path, metric: str):
         from mlops_ray.data.splits import load_split
         from mlops_ray.train.kinds import TrialSpec
         from mlops_ray.train.xgboost_trainer import loop_config
 
-        base = loop_config(cfg, snapshot, cpus_per_trial, out_dir)
+        base = loop_config(model, snapshot, cpus_per_trial, out_dir)
         report_every = max(1, min(10, base["num_boost_round"] // 10))
         kwargs = {
             "base": base,
@@ -155,7 +170,7 @@ class XGBoostKind(ModelKind):
         }
         return TrialSpec(_trial, kwargs, math.ceil(base["num_boost_round"] / report_every) + 1, base)
 
-    def best_fitted(self, checkpoint_dir: Path, out_dir: Path, cfg, spec, best_config: dict):
+    def best_fitted(self, checkpoint_dir: Path, out_dir: Path, model: ModelConfig, spec, best_config: dict):
         from mlops_ray.train.kinds import Fitted
 
         ck, base = Path(checkpoint_dir), spec.state

@@ -48,6 +48,7 @@ import numpy as np
 if TYPE_CHECKING:  # training-side types, never imported at run time by this layer
     from pathlib import Path
 
+    from mlops_ray.config import ModelConfig
     from mlops_ray.train.kinds import Fitted, TrialSpec
 
 ENTRY_POINT_GROUP = "mlops_ray.model_kinds"
@@ -99,26 +100,44 @@ class ModelKind:
         """One line per problem with ``model.params`` (reported under that key); empty: fine."""
         return []
 
-    def config_problems(self, model_cfg: Any) -> list[str]:
+    def config_problems(self, model_cfg: ModelConfig) -> list[str]:
         """One line per problem with the whole ``model`` section (e.g. a missing key); empty: fine."""
         return []
 
     # ------------------------------------------------------------ train side (called by the train layer)
     def fit(
-        self, cfg, snapshot, plan, out_dir: Path, *, run_name: str, storage: Path, overrides: dict | None = None
+        self,
+        model: ModelConfig,
+        snapshot,
+        plan,
+        out_dir: Path,
+        *,
+        run_name: str,
+        storage: Path,
+        overrides: dict | None = None,
     ) -> Fitted:
-        """Fit on the snapshot's train split under ``plan`` (local or distributed); save into ``out_dir``."""
+        """Fit on the snapshot's train split under ``plan`` (local or distributed); save into ``out_dir``.
+
+        ``model`` is the config's ``model`` section (the kind's settings); the task and the features
+        come from ``snapshot.spec``.
+        """
         raise NotImplementedError(f"model kind {self.name!r} cannot be trained")
 
-    def fit_fold(self, cfg, snapshot, pre, train, test, nthread: int, overrides: dict | None = None) -> np.ndarray:
+    def fit_fold(
+        self, model: ModelConfig, snapshot, pre, train, test, nthread: int, overrides: dict | None = None
+    ) -> np.ndarray:
         """Fit one cross-validation fold on ``train`` (in this process); return the scores on ``test``."""
         raise NotImplementedError(f"model kind {self.name!r} cannot be cross-validated")
 
-    def tune_trial(self, cfg, snapshot, pre, cpus_per_trial: int, out_dir: Path, metric: str) -> TrialSpec:
+    def tune_trial(
+        self, model: ModelConfig, snapshot, pre, cpus_per_trial: int, out_dir: Path, metric: str
+    ) -> TrialSpec:
         """The Tune trial function for this kind, its fixed arguments and its number of reports."""
         raise NotImplementedError(f"model kind {self.name!r} cannot be tuned")
 
-    def best_fitted(self, checkpoint_dir: Path, out_dir: Path, cfg, spec: TrialSpec, best_config: dict) -> Fitted:
+    def best_fitted(
+        self, checkpoint_dir: Path, out_dir: Path, model: ModelConfig, spec: TrialSpec, best_config: dict
+    ) -> Fitted:
         """The best trial's checkpoint as the run's fitted model (its file copied into ``out_dir``)."""
         raise NotImplementedError(f"model kind {self.name!r} cannot be tuned")
 

@@ -11,13 +11,17 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlops_ray.data.snapshot import Snapshot
 from mlops_ray.data.splits import load_split
 from mlops_ray.drift.importance import compare_importance
 from mlops_ray.model.metrics import permutation_importance
 from mlops_ray.registry import tracking
+
+if TYPE_CHECKING:
+    from mlops_ray.config import PipelineConfig
+    from mlops_ray.context import Context
 
 
 def importance_on(model, snapshot: Snapshot, *, seed: int = 0, repeats: int = 2) -> dict[str, float]:
@@ -29,14 +33,17 @@ def importance_on(model, snapshot: Snapshot, *, seed: int = 0, repeats: int = 2)
     return {k: float(v["mean"]) for k, v in pi.items()}
 
 
-def compare_models(ctx, cfg, reference, candidate, snapshot: Snapshot, *, candidate_run_id: str | None = None):
+def compare_models(
+    ctx: Context, reference, candidate, snapshot: Snapshot, *, seed: int, candidate_run_id: str | None = None
+):
     """The model-drift report of ``candidate`` (trained on ``snapshot``) against ``reference``
-    (TabularModels); logged to ``candidate_run_id`` when given."""
+    (TabularModels), permutation importance seeded with ``seed`` (``model.seed``); logged to
+    ``candidate_run_id`` when given."""
     training = {k: float(v["mean"]) for k, v in reference.meta.get("permutation_importance", {}).items()}
     report = compare_importance(
         training,
-        importance_on(reference, snapshot, seed=cfg.model.seed),
-        importance_on(candidate, snapshot, seed=cfg.model.seed),
+        importance_on(reference, snapshot, seed=seed),
+        importance_on(candidate, snapshot, seed=seed),
     )
     report["snapshot_id"] = snapshot.id
     if candidate_run_id:
@@ -51,9 +58,16 @@ def compare_models(ctx, cfg, reference, candidate, snapshot: Snapshot, *, candid
     return report
 
 
-def model_drift_command(ctx, cfg, current: str, *, model_uri: str | None = None) -> dict[str, Any]:
+def model_drift_command(
+    ctx: Context, cfg: PipelineConfig, current: str, *, model_uri: str | None = None
+) -> dict[str, Any]:
     """``mlops-ray drift model``: prepare ``current`` as a snapshot, train a model on it (logged,
-    not registered) and compare it with the reference model (default: the deploy alias)."""
+    not registered) and compare it with the reference model (default: the deploy alias).
+
+    A CLI command: it takes the whole config to re-point ``data.source`` at ``current`` and logs that
+    config with the run, like ``mlops-ray train``.
+    """
+    from mlops_ray.config import TrainingSpec
     from mlops_ray.data.prepare import prepare_snapshot
     from mlops_ray.drift.commands import model_reference
     from mlops_ray.train.run import train_model
@@ -61,11 +75,15 @@ def model_drift_command(ctx, cfg, current: str, *, model_uri: str | None = None)
     _, reference, context = model_reference(ctx, cfg, model_uri)
     path = str(Path(current).expanduser().resolve())
     cfg_new = cfg.model_copy(update={"data": cfg.data.model_copy(update={"source": path, "generate": None})})
-    snap = prepare_snapshot(cfg_new, ctx.workspace, engine="local").snapshot
+    snap = prepare_snapshot(
+        cfg_new.data, ctx.workspace, source=cfg_new.source(ctx.workspace.root), engine="local"
+    ).snapshot
     run_name = f"model-drift-{time.strftime('%Y%m%d-%H%M%S')}"
-    cand = train_model(ctx, cfg_new, snap, register=False, run_name=run_name, tags={"purpose": "model-drift"})
+    cand = train_model(
+        ctx, TrainingSpec.from_config(cfg_new), snap, register=False, run_name=run_name, tags={"purpose": "model-drift"}
+    )
     candidate = tracking.load_pyfunc(ctx.tracking_uri, cand.model_uri).unwrap_python_model()
-    report = compare_models(ctx, cfg, reference, candidate, snap, candidate_run_id=cand.run_id)
+    report = compare_models(ctx, reference, candidate, snap, seed=cfg.model.seed, candidate_run_id=cand.run_id)
     return {**report, **context, "current": path, "candidate_run_id": cand.run_id}
 
 

@@ -41,7 +41,7 @@ def ensure_sample_data(ctx: Context, cfg: PipelineConfig, on_event: OnEvent = _q
     """Generate the configured sample source when it does not exist yet; returns its path."""
     from mlops_ray.data.generate import generate_dataset
 
-    uri = ctx.source(cfg)
+    uri = cfg.source(ctx.workspace.root)
     try:  # any file, directory (recursive) or glob the data layer would read counts as existing data
         list_source(uri, cfg.data.format)
         on_event("sample_data", {"path": uri, "generated": False})
@@ -69,7 +69,7 @@ def require_source(ctx: Context, cfg: PipelineConfig, config_label: str | None =
     "does not exist". Sources without a ``data.generate`` section are left to the data layer's errors.
     """
     g = cfg.data.generate
-    uri = ctx.source(cfg)
+    uri = cfg.source(ctx.workspace.root)
     src = Path(uri)
     if g is None or "://" in uri or (src.exists() and (src.is_file() or any(src.iterdir()))):
         return  # not sample data, or data is there: the data layer reads (and judges) it
@@ -101,8 +101,9 @@ def prepare(
     ``config_label`` (the config path the user gave) names the config in the hint for missing sample data.
     """
     require_source(ctx, cfg, config_label)
-    on_event("prepare", {"source": ctx.source(cfg)})
-    res = prepare_snapshot(cfg, ctx.workspace, engine=engine, progress=progress)
+    source = cfg.source(ctx.workspace.root)
+    on_event("prepare", {"source": source})
+    res = prepare_snapshot(cfg.data, ctx.workspace, source=source, engine=engine, progress=progress)
     on_event("prepared", {"result": res})
     return res
 
@@ -118,6 +119,9 @@ def train(
 ) -> Candidate:
     """Train (or tune, when ``tune.enabled``) on ``snapshot``; the candidate is registered unless
     ``register`` is False (then :func:`register` does it later). ``tags`` go on the training run."""
+    from mlops_ray.config import TrainingSpec
+
+    spec = TrainingSpec.from_config(cfg)
     if cfg.tune.enabled:
         from mlops_ray.train.tune import tune_model
 
@@ -130,14 +134,14 @@ def train(
                 "metric": cfg.tune.metric_for(snapshot.spec.task),
             },
         )
-        cand = tune_model(ctx, cfg, snapshot, register=register)
+        cand = tune_model(ctx, spec, snapshot, register=register)
         for k, v in (tags or {}).items():
             ctx.client.set_tag(cand.run_id, k, v)
     else:
         from mlops_ray.train.run import train_model
 
         on_event("train", {"model": cfg.model.type})
-        cand = train_model(ctx, cfg, snapshot, register=register, tags=tags)
+        cand = train_model(ctx, spec, snapshot, register=register, tags=tags)
     on_event("trained", {"candidate": cand})
     return cand
 
@@ -146,7 +150,7 @@ def register(ctx: Context, cfg: PipelineConfig, snapshot: Snapshot, run_id: str,
     """Register exactly the model of training run ``run_id`` as a new version (``challenger``)."""
     from mlops_ray.train.run import register_candidate
 
-    return str(register_candidate(ctx, cfg, snapshot, run_id, model_uri, metrics))
+    return str(register_candidate(ctx, cfg.registry.model_name, snapshot, run_id, model_uri, metrics))
 
 
 def evaluate(ctx: Context, cfg: PipelineConfig, snapshot: Snapshot, run_id: str, model_uri: str) -> dict:
@@ -161,7 +165,7 @@ def evaluate(ctx: Context, cfg: PipelineConfig, snapshot: Snapshot, run_id: str,
         return {"champion_version": None, "status": "no champion yet"}
     champion = tracking.load_pyfunc(ctx.tracking_uri, f"models:/{name}/{champ.version}").unwrap_python_model()
     candidate = tracking.load_pyfunc(ctx.tracking_uri, model_uri).unwrap_python_model()
-    report = compare_models(ctx, cfg, champion, candidate, snapshot, candidate_run_id=run_id)
+    report = compare_models(ctx, champion, candidate, snapshot, seed=cfg.model.seed, candidate_run_id=run_id)
     return {"champion_version": str(champ.version), **report}
 
 
@@ -170,14 +174,14 @@ def gate(
 ) -> PromotionResult:
     """Compare exactly ``version`` with the deploy-alias version on the same test rows."""
     on_event("gate", {"version": version, "alias": cfg.serve.model_alias})
-    res = promotion.gate(ctx, cfg, version, force=force)
+    res = promotion.gate(ctx, cfg.registry, cfg.serve.model_alias, version, force=force)
     on_event("gated", {"result": res})
     return res
 
 
 def deploy(ctx: Context, cfg: PipelineConfig, version: str, reason: str, *, on_event: OnEvent = _quiet) -> dict:
     """Move the deploy alias (``serve.model_alias``) to ``version``; running services follow it."""
-    event = promotion.deploy(ctx, cfg, version, reason)
+    event = promotion.deploy(ctx, cfg.registry.model_name, cfg.serve.model_alias, version, reason)
     on_event("deployed", {"event": event})
     return event
 
@@ -188,7 +192,7 @@ def train_gate_deploy(
     """Train a candidate, gate exactly that version, deploy it if the gate says PROMOTE."""
     cand = train(ctx, cfg, snapshot, on_event=on_event)
     # one registry lock around gate and deploy: a concurrent promotion cannot slip in between
-    with promotion.serialized(ctx, cfg, purpose=f"gate and deploy v{cand.version}"):
+    with promotion.serialized(ctx, cfg.registry.model_name, purpose=f"gate and deploy v{cand.version}"):
         decision = gate(ctx, cfg, cand.version, on_event=on_event)
         if decision.decision.promote:
             decision.event = deploy(ctx, cfg, cand.version, "; ".join(decision.decision.reasons), on_event=on_event)

@@ -119,7 +119,7 @@ class TrainingPipeline:
         """The ``registry`` resource: one registry lock around gate and deploy."""
         version = inputs["register"]["version"]
         return promotion.serialized(
-            self.ctx, self.cfg, purpose=f"pipeline {inputs.run.run_id}: gate and deploy v{version}"
+            self.ctx, self.name, purpose=f"pipeline {inputs.run.run_id}: gate and deploy v{version}"
         )
 
     # ---------------------------------------------------------------- the steps

@@ -16,12 +16,16 @@ the alias, and no history event is lost.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlops_ray.data.snapshot import SplitSpec
 from mlops_ray.errors import ModelVersionNotFoundError, RegistryError, SnapshotNotFoundError, TrackingError
 from mlops_ray.registry import tracking
 from mlops_ray.registry.gate import PROMOTE, GateDecision, GateRule, decide_promotion, leakage_problem
+
+if TYPE_CHECKING:
+    from mlops_ray.config import RegistryConfig
+    from mlops_ray.context import Context
 
 CHALLENGER = "challenger"
 
@@ -36,10 +40,6 @@ class PromotionResult:
     alias: str = "champion"
 
 
-def deploy_alias(cfg) -> str:
-    return cfg.serve.model_alias
-
-
 def get_version(client, name: str, version: str):
     """The registered version, or ModelVersionNotFoundError; backend failures raise TrackingError."""
     try:
@@ -50,16 +50,16 @@ def get_version(client, name: str, version: str):
         raise TrackingError(f"cannot read model {name!r} version {version}: {type(err).__name__}: {err}") from None
 
 
-def resolve_model_uri(client, cfg, model_uri: str | None) -> tuple[str, str, str | None]:
-    """``models:/NAME@ALIAS`` / ``models:/NAME/VERSION`` / None (the deploy alias of ``cfg``) ->
-    (name, version, alias).
+def resolve_model_uri(client, model_name: str, alias: str, model_uri: str | None) -> tuple[str, str, str | None]:
+    """``models:/NAME@ALIAS`` / ``models:/NAME/VERSION`` / None (``model_name`` at ``alias``, the
+    deploy alias) -> (name, version, alias).
 
     Raises:
         ConfigError: a malformed URI, an unknown alias or version.
     """
     from mlops_ray.errors import ConfigError, MlopsRayError
 
-    name, alias, version = cfg.registry.model_name, cfg.serve.model_alias, None
+    name, version = model_name, None
     if model_uri:
         ref = model_uri.removeprefix("models:/")
         if "@" in ref:
@@ -100,15 +100,16 @@ def score_version(ctx, name: str, version: str, frame, y, task: str, metric: str
     return compute_metrics(task, np.asarray(y), model.score_frame(frame))[metric]
 
 
-def gate(ctx, cfg, version: str, *, force: bool = False) -> PromotionResult:
-    """Score ``version`` and the current deploy-alias version on ``version``'s test rows; decide.
+def gate(ctx: Context, registry: RegistryConfig, alias: str, version: str, *, force: bool = False) -> PromotionResult:
+    """Score ``version`` of ``registry.model_name`` and the version at the deploy alias ``alias`` on
+    ``version``'s test rows; decide by ``registry.gate``.
 
     Records the decision on the version (tags ``gate.*``) but moves no alias: see :func:`deploy`.
     """
     from mlops_ray.data.splits import load_split
 
     client = ctx.client
-    name, alias = cfg.registry.model_name, deploy_alias(cfg)
+    name = registry.model_name
     mv = get_version(client, name, version)
     champ = tracking.alias_version(client, name, alias)
     if champ is not None and str(champ.version) == str(mv.version):
@@ -127,7 +128,7 @@ def gate(ctx, cfg, version: str, *, force: bool = False) -> PromotionResult:
             f"({ctx.workspace.root}): {err}; the gate scores on that snapshot's test rows"
         ) from None
     spec = snap.spec
-    g = cfg.registry.gate
+    g = registry.gate
     rule = GateRule(g.metric_for(spec.task), g.direction_for(spec.task), g.min_improvement_abs, g.min_improvement_rel)
     test = load_split(snap, "test", snap.preprocessor(), keep_frame=True)
     if len(test) == 0:
@@ -157,25 +158,28 @@ def gate(ctx, cfg, version: str, *, force: bool = False) -> PromotionResult:
     return PromotionResult(decision, str(mv.version), str(champ.version) if champ else None, scores, alias=alias)
 
 
-def deploy(ctx, cfg, version: str, reason: str, *, action: str = "promote") -> dict:
-    """Point the deploy alias at ``version`` (running services follow it); returns the history event."""
-    name = cfg.registry.model_name
-    get_version(ctx.client, name, version)
-    return tracking.move_alias(ctx.client, name, deploy_alias(cfg), version, action=action, reason=reason)
+def deploy(ctx: Context, model_name: str, alias: str, version: str, reason: str, *, action: str = "promote") -> dict:
+    """Point the deploy alias ``alias`` of ``model_name`` at ``version`` (running services follow it);
+    returns the history event."""
+    get_version(ctx.client, model_name, version)
+    return tracking.move_alias(ctx.client, model_name, alias, version, action=action, reason=reason)
 
 
-def promote(ctx, cfg, version: str, *, force: bool = False) -> PromotionResult:
-    """Gate exactly ``version`` and, if the gate (or ``force``) says PROMOTE, deploy it."""
+def promote(
+    ctx: Context, registry: RegistryConfig, alias: str, version: str, *, force: bool = False
+) -> PromotionResult:
+    """Gate exactly ``version`` and, if the gate (or ``force``) says PROMOTE, move the deploy alias ``alias`` to it."""
     if version is None:
         raise RegistryError("promote needs the exact version to gate (the CLI resolves 'challenger' for you)")
-    name = cfg.registry.model_name
+    name = registry.model_name
     get_version(ctx.client, name, version)  # a missing version fails before waiting for the lock
     with tracking.registry_lock(ctx.client, name, purpose=f"promote v{version}"):
-        res = gate(ctx, cfg, version, force=force)
+        res = gate(ctx, registry, alias, version, force=force)
         if res.decision.promote:
             res.event = deploy(
                 ctx,
-                cfg,
+                name,
+                alias,
                 res.challenger_version,
                 "; ".join(res.decision.reasons),
                 action="force-promote" if force and "forced by operator" in res.decision.reasons else "promote",
@@ -183,15 +187,15 @@ def promote(ctx, cfg, version: str, *, force: bool = False) -> PromotionResult:
     return res
 
 
-def serialized(ctx, cfg, purpose: str):
-    """The registry lock of ``cfg``'s model (re-entrant in one thread): hold it around a gate and the
+def serialized(ctx: Context, model_name: str, purpose: str):
+    """The registry lock of ``model_name`` (re-entrant in one thread): hold it around a gate and the
     alias move that acts on it, so the gate compares against the deployed version of that moment."""
-    return tracking.registry_lock(ctx.client, cfg.registry.model_name, purpose=purpose)
+    return tracking.registry_lock(ctx.client, model_name, purpose=purpose)
 
 
-def challenger_version(ctx, cfg) -> str:
-    """The version behind the ``challenger`` alias now (for the CLI's default)."""
-    name = cfg.registry.model_name
+def challenger_version(ctx: Context, model_name: str) -> str:
+    """The version of ``model_name`` behind the ``challenger`` alias now (for the CLI's default)."""
+    name = model_name
     mv = tracking.alias_version(ctx.client, name, CHALLENGER)
     if mv is None:
         raise ModelVersionNotFoundError(
@@ -216,9 +220,9 @@ def deploy_stack(events: list[dict], alias: str) -> list[str]:
     return stack
 
 
-def rollback(ctx, cfg, reason: str = "manual rollback") -> dict:
-    """Point the deploy alias back at its previous version (one step per call)."""
-    name, alias = cfg.registry.model_name, deploy_alias(cfg)
+def rollback(ctx: Context, model_name: str, alias: str, reason: str = "manual rollback") -> dict:
+    """Point the deploy alias ``alias`` of ``model_name`` back at its previous version (one step per call)."""
+    name = model_name
     with tracking.registry_lock(ctx.client, name, purpose=f"roll back {alias!r}"):
         stack = deploy_stack(tracking.alias_history(ctx.client, name), alias)
         if len(stack) < 2:
@@ -228,9 +232,9 @@ def rollback(ctx, cfg, reason: str = "manual rollback") -> dict:
         return tracking.move_alias(ctx.client, name, alias, stack[-2], action="rollback", reason=reason)
 
 
-def list_models(ctx, cfg) -> list[dict[str, Any]]:
-    """Versions with aliases, key metrics and data fingerprints (newest first)."""
-    client, name = ctx.client, cfg.registry.model_name
+def list_models(ctx: Context, model_name: str) -> list[dict[str, Any]]:
+    """Versions of ``model_name`` with aliases, key metrics and data fingerprints (newest first)."""
+    client, name = ctx.client, model_name
     out = []
     aliases = tracking.aliases_by_version(client, name)
     for mv in reversed(tracking.list_versions(client, name)):

@@ -7,10 +7,15 @@ train/valid/test assignment (another salt).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from mlops_ray.data.hashing import assign_splits
 from mlops_ray.model.metrics import compute_metrics
+
+if TYPE_CHECKING:
+    from mlops_ray.config import ModelConfig
 
 
 def assign_folds(ids, salt: str, k: int) -> np.ndarray:
@@ -30,7 +35,7 @@ def summarize_folds(per_fold: list[dict[str, float]]) -> dict[str, float]:
     return out
 
 
-def cross_validate(cfg, snapshot, k: int, nthread: int, param_overrides: dict | None = None) -> dict:
+def cross_validate(model: ModelConfig, snapshot, k: int, nthread: int, param_overrides: dict | None = None) -> dict:
     """Train k models on k-1 folds of the train split, score each on its held-out fold.
 
     Returns:
@@ -46,12 +51,12 @@ def cross_validate(cfg, snapshot, k: int, nthread: int, param_overrides: dict | 
     data = load_split(snapshot, "train", pre)
     folds = assign_folds(pa.array(data.ids.astype(str)), spec.split.salt, k)
     task = spec.task
-    kind = get_kind(cfg.model.type)
+    kind = get_kind(model.type)
     per_fold = []
     for i in range(k):
         tr, te = folds != i, folds == i
         train = SplitData(data.x[tr], data.y[tr], None, data.ids[tr])
         test = SplitData(data.x[te], data.y[te], None, data.ids[te])
-        score = kind.fit_fold(cfg, snapshot, pre, train, test, nthread, param_overrides)
+        score = kind.fit_fold(model, snapshot, pre, train, test, nthread, param_overrides)
         per_fold.append(compute_metrics(task, test.y, score))
     return {"folds": per_fold, "summary": summarize_folds(per_fold)}

@@ -31,7 +31,7 @@ def reproduce_run(ctx, run_id: str, *, allow_code_change: bool = False) -> Compa
     """Re-train ``run_id`` from what it logged, in ``ctx``'s workspace and store; compare metrics."""
     import yaml
 
-    from mlops_ray.config import config_from_dict
+    from mlops_ray.config import TrainingSpec, config_from_dict
     from mlops_ray.errors import TrackingError
     from mlops_ray.registry import tracking
     from mlops_ray.train.execution import ExecutionPlan
@@ -76,7 +76,7 @@ def reproduce_run(ctx, run_id: str, *, allow_code_change: bool = False) -> Compa
     plan = ExecutionPlan(mode, nworkers, float(nthread), nthread, f"reproducing run {run_id}")
     res = train_model(
         ctx,
-        cfg,
+        TrainingSpec.from_config(cfg),
         snap,
         param_overrides=overrides,
         register=False,

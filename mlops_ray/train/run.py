@@ -11,7 +11,7 @@ import json
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlops_ray.data.prepare import library_versions
 from mlops_ray.data.snapshot import Snapshot
@@ -23,6 +23,10 @@ from mlops_ray.model.tabular import TabularModel
 from mlops_ray.registry import tracking
 from mlops_ray.train.execution import ExecutionPlan, choose_execution
 from mlops_ray.train.kinds import Fitted
+
+if TYPE_CHECKING:
+    from mlops_ray.config import ModelConfig, TrainingSpec
+    from mlops_ray.context import Context
 
 CHALLENGER = "challenger"
 
@@ -67,7 +71,7 @@ def evaluate(model: TabularModel, snapshot: Snapshot, *, importance_repeats: int
 
 
 def log_candidate(
-    cfg,
+    config_yaml: str,
     snapshot: Snapshot,
     model: TabularModel,
     *,
@@ -76,9 +80,11 @@ def log_candidate(
     evaluation: dict,
     tags: dict,
 ) -> str:
-    """Log everything about a candidate into the *active* MLflow run; returns the model URI."""
-    from mlops_ray.config import config_to_yaml
+    """Log everything about a candidate into the *active* MLflow run; returns the model URI.
 
+    ``config_yaml`` (the whole config, :attr:`~mlops_ray.config.TrainingSpec.config_yaml`) is logged
+    as ``config.yaml``.
+    """
     m, spec = snapshot.manifest, snapshot.spec
     tracking.log_params(
         {
@@ -88,7 +94,7 @@ def log_candidate(
             "execution": {"mode": plan.mode, "num_workers": plan.num_workers, "nthread": plan.nthread} if plan else {},
         }
     )
-    tracking.log_text(config_to_yaml(cfg), "config.yaml")
+    tracking.log_text(config_yaml, "config.yaml")
     tracking.log_dict(m, "data/manifest.json")
     ref = {**snapshot.reference_stats(), "task": spec.task}
     if evaluation.get("prediction_reference"):
@@ -142,12 +148,14 @@ def log_candidate(
     )
 
 
-def register_candidate(ctx, cfg, snapshot: Snapshot, run_id: str, model_uri: str, metrics: dict) -> str:
+def register_candidate(
+    ctx: Context, model_name: str, snapshot: Snapshot, run_id: str, model_uri: str, metrics: dict
+) -> str:
     """New registered version (alias ``challenger`` marks the newest candidate); returns its number."""
     primary = {k: v for k, v in metrics.items() if k.startswith("test_")}
     mv = tracking.register_version(
         ctx.client,
-        cfg.registry.model_name,
+        model_name,
         model_uri,
         run_id,
         {
@@ -161,27 +169,26 @@ def register_candidate(ctx, cfg, snapshot: Snapshot, run_id: str, model_uri: str
     )
     tracking.move_alias(
         ctx.client,
-        cfg.registry.model_name,
+        model_name,
         CHALLENGER,
         mv.version,
         action="register",
         reason=f"new candidate from run {run_id}",
     )
-    snapshot.record_usage(run_id=run_id, model=cfg.registry.model_name, model_version=mv.version)
+    snapshot.record_usage(run_id=run_id, model=model_name, model_version=mv.version)
     return str(mv.version)
 
 
-def plan_for(cfg, execution: str | None = None) -> ExecutionPlan:
+def plan_for(model: ModelConfig, execution: str | None = None) -> ExecutionPlan:
+    """The execution plan for ``model``'s settings on the alive nodes (``execution`` overrides ``model.execution``)."""
     from mlops_ray.ray_runtime import alive_node_cpus
 
-    return choose_execution(
-        alive_node_cpus(), execution or cfg.model.execution, cfg.model.num_workers, cfg.model.cpus_per_worker
-    )
+    return choose_execution(alive_node_cpus(), execution or model.execution, model.num_workers, model.cpus_per_worker)
 
 
 def train_model(
-    ctx,
-    cfg,
+    ctx: Context,
+    spec: TrainingSpec,
     snapshot: Snapshot,
     *,
     param_overrides: dict | None = None,
@@ -191,7 +198,7 @@ def train_model(
     plan: ExecutionPlan | None = None,
     tags: dict | None = None,
 ) -> Candidate:
-    """Train the configured model on ``snapshot``, log it to MLflow and (by default) register it.
+    """Train ``spec.model`` on ``snapshot``, log it to MLflow and (by default) register it as ``spec.model_name``.
 
     Raises:
         SnapshotCorruptError: the snapshot's files differ from its manifest (checked before training).
@@ -201,12 +208,13 @@ def train_model(
     ctx.client  # noqa: B018 - fail fast on an unusable tracking store, before any training
     check = snapshot.verify()
     ensure_ray()
-    plan = plan or plan_for(cfg, execution)
+    model_cfg = spec.model
+    plan = plan or plan_for(model_cfg, execution)
     run_name = run_name or f"train-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     out_dir = ctx.run_dir("runs", run_name)
-    kind = get_kind(cfg.model.type)
+    kind = get_kind(model_cfg.type)
     fitted = kind.fit(
-        cfg,
+        model_cfg,
         snapshot,
         plan,
         out_dir,
@@ -215,16 +223,16 @@ def train_model(
         overrides=param_overrides,
     )
     model = TabularModel.from_parts(snapshot.spec.task, snapshot.preprocessor(), kind, fitted.estimator)
-    evaluation = evaluate(model, snapshot, seed=cfg.model.seed)
+    evaluation = evaluate(model, snapshot, seed=model_cfg.seed)
     cv = None
-    if cfg.model.cv_folds:
+    if model_cfg.cv_folds:
         from mlops_ray.train.cv import cross_validate
 
-        cv = cross_validate(cfg, snapshot, cfg.model.cv_folds, plan.nthread, param_overrides)
+        cv = cross_validate(model_cfg, snapshot, model_cfg.cv_folds, plan.nthread, param_overrides)
     extra: dict[str, Any] = {"train_seconds": fitted.seconds, "snapshot_check": check.describe()}
     with tracking.run(ctx, run_name) as r:
         model_uri = log_candidate(
-            cfg,
+            spec.config_yaml,
             snapshot,
             model,
             fitted=fitted,
@@ -242,5 +250,9 @@ def train_model(
             tracking.log_dict(cv, "evaluation/cv_folds.json")
             extra["cv"] = cv["summary"]
         run_id = r.info.run_id
-    version = register_candidate(ctx, cfg, snapshot, run_id, model_uri, evaluation["metrics"]) if register else None
+    version = (
+        register_candidate(ctx, spec.model_name, snapshot, run_id, model_uri, evaluation["metrics"])
+        if register
+        else None
+    )
     return Candidate(run_id, model_uri, version, evaluation["metrics"], snapshot.id, plan, extra)

@@ -11,8 +11,12 @@ import importlib
 import inspect
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mlops_ray.errors import ConfigError
+
+if TYPE_CHECKING:
+    from mlops_ray.config import ModelConfig
 
 MODEL_FILE = "model.joblib"
 
@@ -68,13 +72,15 @@ def fit_estimator(
     return {"train_seconds": time.perf_counter() - t0, "train_rows": len(train)}
 
 
-def fit_sklearn(cfg, snapshot, output_dir: Path, num_cpus: float, param_overrides: dict | None = None) -> dict:
+def fit_sklearn(
+    model: ModelConfig, snapshot, output_dir: Path, num_cpus: float, param_overrides: dict | None = None
+) -> dict:
     """Train the configured estimator as a Ray task with ``num_cpus``; returns meta (model at output_dir)."""
     import ray
 
-    params = dict(cfg.model.params, **(param_overrides or {}))
-    build_estimator(cfg.model.estimator, params, cfg.model.seed)  # fail fast in the driver
+    params = dict(model.params, **(param_overrides or {}))
+    build_estimator(model.estimator, params, model.seed)  # fail fast in the driver
     task = ray.remote(num_cpus=num_cpus)(fit_estimator)
     return ray.get(
-        task.remote(cfg.model.estimator, params, cfg.model.seed, str(snapshot.path), snapshot.manifest, str(output_dir))
+        task.remote(model.estimator, params, model.seed, str(snapshot.path), snapshot.manifest, str(output_dir))
     )

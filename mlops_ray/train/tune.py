@@ -31,9 +31,13 @@ import json
 import math
 import time
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlops_ray.errors import ConfigError
+
+if TYPE_CHECKING:
+    from mlops_ray.config import TrainingSpec
+    from mlops_ray.context import Context
 
 _ARITY = {"uniform": 2, "loguniform": 2, "randint": 2, "quniform": 3, "choice": None, "grid": None}
 
@@ -259,8 +263,9 @@ def report_trial(metrics: dict, checkpoint_dir: str | None = None) -> None:
     tune.report(metrics, checkpoint=checkpoint)
 
 
-def tune_model(ctx, cfg, snapshot, *, register: bool = True):
-    """Run the configured search on ``snapshot``; the best trial's model becomes a registered candidate.
+def tune_model(ctx: Context, spec: TrainingSpec, snapshot, *, register: bool = True):
+    """Run ``spec.tune``'s search over ``spec.model`` on ``snapshot``; the best trial's model becomes a
+    registered candidate (as ``spec.model_name``).
 
     Trials are ranked by ``tune.metric`` (default: the task's default metric) on the validation
     split, computed by :func:`~mlops_ray.model.metrics.compute_metrics`, the same function the
@@ -277,28 +282,29 @@ def tune_model(ctx, cfg, snapshot, *, register: bool = True):
     from mlops_ray.registry import tracking
     from mlops_ray.train.run import Candidate, evaluate, log_candidate, plan_for, register_candidate
 
-    parsed = parse_search_space(cfg.tune.search_space)
+    model_cfg, tune_cfg = spec.model, spec.tune
+    parsed = parse_search_space(tune_cfg.search_space)
     if not parsed:
         raise ConfigError("tune.search_space is empty: add at least one parameter to search")
     ctx.client  # noqa: B018 - fail fast on an unusable tracking store
     snapshot.verify()  # SnapshotCorruptError before any trial starts
     ensure_ray()
-    plan = plan_for(cfg, "local")
+    plan = plan_for(model_cfg, "local")
     total_cpus = int(sum(alive_node_cpus()))
-    concurrent = max(1, min(cfg.tune.max_concurrent_trials, total_cpus))
+    concurrent = max(1, min(tune_cfg.max_concurrent_trials, total_cpus))
     cpus_per_trial = max(1, total_cpus // concurrent)
     name = f"tune-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     out_dir = ctx.run_dir("runs", name)
     task = snapshot.spec.task
     pre = snapshot.preprocessor()
-    watch = cfg.tune.metric_for(task)
+    watch = tune_cfg.metric_for(task)
     maximize = METRIC_DIRECTIONS[watch]
-    kind = get_kind(cfg.model.type)
-    spec = kind.tune_trial(cfg, snapshot, pre, cpus_per_trial, out_dir, watch)
-    trainable, max_t = tune.with_parameters(spec.fn, **spec.kwargs), spec.max_t
+    kind = get_kind(model_cfg.type)
+    trial = kind.tune_trial(model_cfg, snapshot, pre, cpus_per_trial, out_dir, watch)
+    trainable, max_t = tune.with_parameters(trial.fn, **trial.kwargs), trial.max_t
     metric, mode = f"valid-{watch}", ("max" if maximize else "min")
     rf = 2
-    milestones = asha_milestones(max_t, min(3, max_t), rf) if cfg.tune.scheduler == "asha" and max_t > 1 else []
+    milestones = asha_milestones(max_t, min(3, max_t), rf) if tune_cfg.scheduler == "asha" and max_t > 1 else []
     scheduler = _asha_scheduler(metric, maximize, milestones, rf) if milestones else FIFOScheduler()
     has_grid = any(kind == "grid" for kind, _ in parsed.values())
     tuner = tune.Tuner(
@@ -307,10 +313,10 @@ def tune_model(ctx, cfg, snapshot, *, register: bool = True):
         tune_config=tune.TuneConfig(
             metric=metric,
             mode=mode,
-            num_samples=1 if cfg.tune.search_alg == "grid" and has_grid else cfg.tune.num_samples,
+            num_samples=1 if tune_cfg.search_alg == "grid" and has_grid else tune_cfg.num_samples,
             scheduler=scheduler,
             # the cap is the generator's: Ray ignores max_concurrent_trials next to a generator instance
-            search_alg=search_algorithm(cfg.model.seed, concurrent),
+            search_alg=search_algorithm(model_cfg.seed, concurrent),
         ),
         run_config=tune.RunConfig(name=name, storage_path=str(ctx.run_dir("ray", "tune")), verbose=0),
     )
@@ -355,12 +361,12 @@ def tune_model(ctx, cfg, snapshot, *, register: bool = True):
                     }
                 )
         with best.checkpoint.as_directory() as ck:
-            fitted = kind.best_fitted(ck, out_dir, cfg, spec, best.config)
+            fitted = kind.best_fitted(ck, out_dir, model_cfg, trial, best.config)
         model = TabularModel.from_parts(task, pre, kind, fitted.estimator)
-        evaluation = evaluate(model, snapshot, seed=cfg.model.seed)
+        evaluation = evaluate(model, snapshot, seed=model_cfg.seed)
         trial_plan = type(plan)("local", 0, float(cpus_per_trial), cpus_per_trial, "tune trial")
         model_uri = log_candidate(
-            cfg,
+            spec.config_yaml,
             snapshot,
             model,
             fitted=fitted,
@@ -376,7 +382,11 @@ def tune_model(ctx, cfg, snapshot, *, register: bool = True):
         )
         tracking.log_metrics({"tune_seconds": seconds, f"best_{metric}": best.metrics[metric]})
         run_id = parent.info.run_id
-    version = register_candidate(ctx, cfg, snapshot, run_id, model_uri, evaluation["metrics"]) if register else None
+    version = (
+        register_candidate(ctx, spec.model_name, snapshot, run_id, model_uri, evaluation["metrics"])
+        if register
+        else None
+    )
     return Candidate(
         run_id,
         model_uri,

@@ -16,10 +16,13 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlops_ray.errors import MlopsRayError, TrainingError
 from mlops_ray.train.execution import ExecutionPlan
+
+if TYPE_CHECKING:
+    from mlops_ray.config import ModelConfig
 
 HISTORY = "history.json"
 MODEL_FILE = "model.ubj"
@@ -36,7 +39,9 @@ DEFAULT_EVAL_METRICS = {
 _MAXIMIZED = ("auc", "aucpr", "map", "ndcg", "pre")
 
 
-def xgb_params(model_cfg, task: str, num_class: int | None, nthread: int, overrides: dict | None = None) -> dict:
+def xgb_params(
+    model_cfg: ModelConfig, task: str, num_class: int | None, nthread: int, overrides: dict | None = None
+) -> dict:
     """XGBoost params: task objective + default eval metrics + seed, then config params, then tuned overrides.
 
     ``model.params.eval_metric`` (a string or a list) replaces the defaults; its last entry drives
@@ -217,7 +222,12 @@ def train_loop_per_worker(config: dict) -> None:
 
 
 def loop_config(
-    cfg, snapshot, nthread: int, output_dir, param_overrides: dict | None = None, checkpoint_every: int = 25
+    model: ModelConfig,
+    snapshot,
+    nthread: int,
+    output_dir,
+    param_overrides: dict | None = None,
+    checkpoint_every: int = 25,
 ) -> dict:
     """Everything the training function needs (picklable)."""
     task = snapshot.manifest["spec"]["task"]
@@ -225,20 +235,20 @@ def loop_config(
     if task == "multiclass":
         num_class = int(max(int(k) for k in snapshot.manifest["label_distribution_train"]) + 1)
     overrides = dict(param_overrides or {})
-    rounds = int(overrides.pop("num_boost_round", cfg.model.num_boost_round))
-    params = xgb_params(cfg.model, task, num_class, nthread, overrides)
+    rounds = int(overrides.pop("num_boost_round", model.num_boost_round))
+    params = xgb_params(model, task, num_class, nthread, overrides)
     watch = watch_metric(params)
     return {
         "snapshot_path": str(snapshot.path),
         "manifest": snapshot.manifest,
         "params": params,
         "num_boost_round": rounds,
-        "early_stopping_rounds": cfg.model.early_stopping_rounds,
+        "early_stopping_rounds": model.early_stopping_rounds,
         "watch_metric": watch,
         "maximize": is_maximized(watch),
         "checkpoint_every": checkpoint_every,
         "output_dir": str(output_dir),
-        "eval_train": cfg.model.log_train_metrics,
+        "eval_train": model.log_train_metrics,
     }
 
 
@@ -253,7 +263,7 @@ class TrainOutput:
 
 
 def fit_xgboost(
-    cfg,
+    model: ModelConfig,
     snapshot,
     plan: ExecutionPlan,
     output_dir: Path,
@@ -269,7 +279,7 @@ def fit_xgboost(
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.xgboost import XGBoostTrainer
 
-    loop_cfg = loop_config(cfg, snapshot, plan.nthread, output_dir, param_overrides, checkpoint_every)
+    loop_cfg = loop_config(model, snapshot, plan.nthread, output_dir, param_overrides, checkpoint_every)
     # Train v2 waits up to its health-check interval (2 s) per report; checkpoints are few
     # but a lower interval still cuts fixed cost. Propagated to controller and workers.
     from mlops_ray import compat

@@ -35,7 +35,7 @@ def raw_config(name: str, src: Path, model_name: str, rounds: int, serve: dict) 
 
 def train_and_promote(raw: dict, home: Path):
     """Prepare, train and promote v1 in workspace ``home``; returns ``(ctx, cfg, snapshot, version)``."""
-    from mlops_ray.config import config_from_dict
+    from mlops_ray.config import TrainingSpec, config_from_dict
     from mlops_ray.context import Context
     from mlops_ray.data.prepare import prepare_snapshot
     from mlops_ray.registry import promotion
@@ -43,9 +43,9 @@ def train_and_promote(raw: dict, home: Path):
 
     cfg = config_from_dict(raw)
     ctx = Context.create(cfg, workspace=home)
-    snap = prepare_snapshot(cfg, ctx.workspace, engine="local").snapshot
-    version = train_model(ctx, cfg, snap).version
-    promotion.promote(ctx, cfg, version)
+    snap = prepare_snapshot(cfg.data, ctx.workspace, engine="local").snapshot
+    version = train_model(ctx, TrainingSpec.from_config(cfg), snap).version
+    promotion.promote(ctx, cfg.registry, cfg.serve.model_alias, version)
     return ctx, cfg, snap, str(version)
 
 

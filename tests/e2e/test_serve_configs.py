@@ -64,7 +64,7 @@ def serve_config(tmp_path):
 @pytest.fixture
 def trained_home(ray_session, workspace):
     """A workspace holding a champion of the quickstart model (small, not tuned)."""
-    from mlops_ray.config import config_from_dict
+    from mlops_ray.config import TrainingSpec, config_from_dict
     from mlops_ray.context import Context
     from mlops_ray.data.prepare import prepare_snapshot
     from mlops_ray.pipeline.stages import ensure_sample_data
@@ -77,8 +77,10 @@ def trained_home(ray_session, workspace):
     cfg = config_from_dict(raw, base_dir=ROOT / "examples")
     ctx = Context.create(cfg, workspace=workspace)
     ensure_sample_data(ctx, cfg)
-    cand = train_model(ctx, cfg, prepare_snapshot(cfg, ctx.workspace, engine="local").snapshot)
-    promote(ctx, cfg, cand.version)
+    cand = train_model(
+        ctx, TrainingSpec.from_config(cfg), prepare_snapshot(cfg.data, ctx.workspace, engine="local").snapshot
+    )
+    promote(ctx, cfg.registry, cfg.serve.model_alias, cand.version)
     return workspace.root
 
 

@@ -18,7 +18,7 @@ from _service import FEATURES, raw_config, running_service
 from _service import records as _records
 from _service import rows as _rows
 
-from mlops_ray.config import config_from_dict
+from mlops_ray.config import TrainingSpec, config_from_dict
 from mlops_ray.data.generate import generate_dataset
 from mlops_ray.registry import promotion
 from mlops_ray.train.run import train_model
@@ -181,8 +181,8 @@ def test_promotion_switches_versions_with_zero_failed_requests(service, workspac
         cfg2 = config_from_dict(
             dict(cfg.model_dump(mode="json"), model={"num_boost_round": 60, "params": {"max_depth": 4}})
         )
-        v2 = train_model(ctx, cfg2, snap)
-        promotion.promote(ctx, cfg2, v2.version, force=True)
+        v2 = train_model(ctx, TrainingSpec.from_config(cfg2), snap)
+        promotion.promote(ctx, cfg2.registry, cfg2.serve.model_alias, v2.version, force=True)
         deadline = time.time() + 60
         while time.time() < deadline and (not seen or seen[-1] != v2.version):
             time.sleep(0.2)

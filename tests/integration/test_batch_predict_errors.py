@@ -15,7 +15,7 @@ import yaml
 from click.testing import CliRunner
 
 from mlops_ray.cli import _user_error, main
-from mlops_ray.config import config_from_dict
+from mlops_ray.config import TrainingSpec, config_from_dict
 from mlops_ray.context import Context
 from mlops_ray.data.prepare import prepare_snapshot
 from mlops_ray.errors import SchemaError
@@ -37,8 +37,8 @@ def model(ray_session, small_config, workspace, tmp_path):
     }
     cfg = config_from_dict(raw)
     ctx = Context.create(cfg, workspace=get_workspace())
-    snap = prepare_snapshot(cfg, ctx.workspace, engine="local").snapshot
-    res = train_model(ctx, cfg, snap)
+    snap = prepare_snapshot(cfg.data, ctx.workspace, engine="local").snapshot
+    res = train_model(ctx, TrainingSpec.from_config(cfg), snap)
     path = tmp_path / "cfg.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     rows = pd.concat(pd.read_parquet(f) for f in snap.split_files("test")).drop(columns=["label"]).head(200)

@@ -28,9 +28,9 @@ def _membership(snap) -> dict[str, str]:
 
 def test_ray_prepare_equals_local_prepare(ray_session, small_config, tmp_path, monkeypatch):
     cfg = small_config(rows=6000, shards=4)
-    ray_res = prepare_snapshot(cfg, get_workspace(), engine="ray")
+    ray_res = prepare_snapshot(cfg.data, get_workspace(), engine="ray")
     monkeypatch.setenv("MLOPS_RAY_HOME", str(tmp_path / "ws-local"))
-    local_res = prepare_snapshot(cfg, get_workspace(), engine="local")
+    local_res = prepare_snapshot(cfg.data, get_workspace(), engine="local")
     a, b = ray_res.snapshot, local_res.snapshot
     assert a.id == b.id and a.manifest["fingerprint"] == b.manifest["fingerprint"]
     assert a.manifest["rows_per_split"] == b.manifest["rows_per_split"]
@@ -78,14 +78,14 @@ def test_ray_validation_failure_leaves_no_snapshot(ray_session, small_config, tm
     df.to_parquet(tmp_path / "bad" / "x.parquet")
     bad = config_from_dict({"data": dict(cfg.data.model_dump(mode="json"), source=str(tmp_path / "bad"))})
     with pytest.raises(DataValidationError, match="binary labels must be 0 or 1"):
-        prepare_snapshot(bad, get_workspace(), engine="ray")
+        prepare_snapshot(bad.data, get_workspace(), engine="ray")
     assert not [p for p in workspace.datasets.rglob("*") if p.is_file()]
 
 
 def test_transform_dataset_feeds_features(ray_session, small_config):
     from mlops_ray.data.ray_io import transform_dataset
 
-    snap = prepare_snapshot(small_config(rows=3000), get_workspace(), engine="ray").snapshot
+    snap = prepare_snapshot(small_config(rows=3000).data, get_workspace(), engine="ray").snapshot
     pre = snap.preprocessor()
     ds = transform_dataset(snap, "valid", pre)
     df = ds.to_pandas()

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mlops_ray.config import config_from_dict
+from mlops_ray.config import TrainingSpec, config_from_dict
 from mlops_ray.context import Context
 from mlops_ray.data.prepare import prepare_snapshot
 from mlops_ray.data.splits import load_split
@@ -46,10 +46,10 @@ def test_train_on_a_truncated_snapshot_is_one_clear_error(ray_session, small_con
     """Before: a raw pyarrow traceback from the training workers."""
     cfg = _cfg(small_config)
     ctx = Context.create(cfg, workspace=workspace.root)
-    snap = prepare_snapshot(cfg, ctx.workspace, engine="local").snapshot
+    snap = prepare_snapshot(cfg.data, ctx.workspace, engine="local").snapshot
     rel = _truncate_a_train_file(snap)
     with pytest.raises(SnapshotCorruptError, match=re.escape(rel)) as exc:
-        train_model(ctx, cfg, snap)
+        train_model(ctx, TrainingSpec.from_config(cfg), snap)
     assert "delete the directory" in str(exc.value)
     assert tracking.list_versions(ctx.client, MODEL) == []  # nothing was trained or registered
 
@@ -57,8 +57,8 @@ def test_train_on_a_truncated_snapshot_is_one_clear_error(ray_session, small_con
 def test_reproduce_refuses_a_snapshot_changed_since_the_run(ray_session, small_config, workspace):
     cfg = _cfg(small_config)
     ctx = Context.create(cfg, workspace=workspace.root)
-    snap = prepare_snapshot(cfg, ctx.workspace, engine="local").snapshot
-    cand = train_model(ctx, cfg, snap, register=False)
+    snap = prepare_snapshot(cfg.data, ctx.workspace, engine="local").snapshot
+    cand = train_model(ctx, TrainingSpec.from_config(cfg), snap, register=False)
     assert ctx.client.get_run(cand.run_id).data.tags["snapshot_check"].startswith("verified ")
     rel = _truncate_a_train_file(snap)
     with pytest.raises(SnapshotCorruptError, match=re.escape(rel)):
@@ -69,9 +69,9 @@ def test_xgboost_rejecting_a_passed_through_param_is_a_training_error(ray_sessio
     """Unknown keys pass the config check; XGBoost's own rejection comes back as a TrainingError."""
     cfg = _cfg(small_config, model={"num_boost_round": 5, "params": {"objective": "binary:nonsense"}})
     ctx = Context.create(cfg, workspace=workspace.root)
-    snap = prepare_snapshot(cfg, ctx.workspace, engine="local").snapshot
+    snap = prepare_snapshot(cfg.data, ctx.workspace, engine="local").snapshot
     with pytest.raises(TrainingError, match="XGBoost rejected the training parameters: .*nonsense"):
-        train_model(ctx, cfg, snap, execution="local")
+        train_model(ctx, TrainingSpec.from_config(cfg), snap, execution="local")
 
 
 def test_concurrent_promotions_are_serialized(ray_session, small_config, workspace, tmp_path):
@@ -79,10 +79,14 @@ def test_concurrent_promotions_are_serialized(ray_session, small_config, workspa
     champion and replaced a better model; history events overwrote each other."""
     cfg = _cfg(small_config)
     ctx = Context.create(cfg, workspace=workspace.root)
-    snap = prepare_snapshot(cfg, ctx.workspace, engine="local").snapshot
-    strong = train_model(ctx, cfg, snap, param_overrides={"max_depth": 4, "num_boost_round": 40})
-    weak = train_model(ctx, cfg, snap, param_overrides={"max_depth": 1, "num_boost_round": 2, "eta": 0.01})
-    mid = train_model(ctx, cfg, snap, param_overrides={"max_depth": 2, "num_boost_round": 8})
+    snap = prepare_snapshot(cfg.data, ctx.workspace, engine="local").snapshot
+    strong = train_model(
+        ctx, TrainingSpec.from_config(cfg), snap, param_overrides={"max_depth": 4, "num_boost_round": 40}
+    )
+    weak = train_model(
+        ctx, TrainingSpec.from_config(cfg), snap, param_overrides={"max_depth": 1, "num_boost_round": 2, "eta": 0.01}
+    )
+    mid = train_model(ctx, TrainingSpec.from_config(cfg), snap, param_overrides={"max_depth": 2, "num_boost_round": 8})
     versions = [strong.version, weak.version, mid.version]
 
     # the gate's metric on the gate's rows, per version

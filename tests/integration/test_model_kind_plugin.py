@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlops_ray.config import config_from_dict
+from mlops_ray.config import TrainingSpec, config_from_dict
 from mlops_ray.context import Context
 from mlops_ray.data.generate import FEATURE_SPEC
 from mlops_ray.data.prepare import prepare_snapshot
@@ -72,10 +72,10 @@ def test_a_toy_kind_trains_tunes_gates_serves_and_batch_scores(ray_session, smal
 
     cfg = _cfg(small_config)
     ctx = Context.create(cfg, workspace=tmp_path / "ws")
-    snap = prepare_snapshot(cfg, ctx.workspace, engine="local").snapshot
+    snap = prepare_snapshot(cfg.data, ctx.workspace, engine="local").snapshot
 
     # train: the kind fits in the driver; the run is tagged with its flavor and the model knows its module
-    trained = train_model(ctx, cfg, snap)
+    trained = train_model(ctx, TrainingSpec.from_config(cfg), snap)
     run = ctx.client.get_run(trained.run_id)
     assert run.data.tags["flavor"] == "toy_hgb"
     weak = tracking.load_pyfunc(ctx.tracking_uri, trained.model_uri).unwrap_python_model()
@@ -83,15 +83,15 @@ def test_a_toy_kind_trains_tunes_gates_serves_and_batch_scores(ray_session, smal
     assert weak.estimator.categorical_features is not None  # native categorical support was used
 
     # tune: both trials ran the kind's trial function in Tune workers; the best is a registered candidate
-    tuned = tune_model(ctx, cfg, snap)
+    tuned = tune_model(ctx, TrainingSpec.from_config(cfg), snap)
     assert (tuned.extra["trials"], tuned.extra["finished"]) == (2, 2)
     assert tuned.extra["best_config"]["max_iter"] == 40
 
     # gate: the first version is deployed (no champion yet); the tuned one is gated against it on the
     # test split, with scores the toy kind's own models give there
-    first = promotion.promote(ctx, cfg, trained.version)
+    first = promotion.promote(ctx, cfg.registry, cfg.serve.model_alias, trained.version)
     assert first.decision.promote and first.champion_version is None
-    second = promotion.promote(ctx, cfg, tuned.version)
+    second = promotion.promote(ctx, cfg.registry, cfg.serve.model_alias, tuned.version)
     test = load_split(snap, "test", snap.preprocessor())
     models = {
         v: tracking.load_pyfunc(ctx.tracking_uri, c.model_uri).unwrap_python_model()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mlops_ray.config import config_from_dict
+from mlops_ray.config import TrainingSpec, config_from_dict
 from mlops_ray.context import Context
 from mlops_ray.data.prepare import prepare_snapshot
 from mlops_ray.errors import ModelVersionNotFoundError, RegistryError, TrackingError
@@ -26,28 +26,30 @@ def _cfg(small_config, **sections):
 def test_promote_gates_exactly_the_given_version_and_moves_only_the_deploy_alias(ray_session, small_config, tmp_path):
     cfg = _cfg(small_config, serve={"model_alias": "production"})
     ctx = Context.create(cfg, workspace=tmp_path / "ws")
-    snap = prepare_snapshot(cfg, ctx.workspace, engine="local").snapshot
-    v1 = train_model(ctx, cfg, snap)
-    v2 = train_model(ctx, cfg, snap, param_overrides={"max_depth": 1, "num_boost_round": 2, "eta": 0.01})  # weak
+    snap = prepare_snapshot(cfg.data, ctx.workspace, engine="local").snapshot
+    v1 = train_model(ctx, TrainingSpec.from_config(cfg), snap)
+    v2 = train_model(
+        ctx, TrainingSpec.from_config(cfg), snap, param_overrides={"max_depth": 1, "num_boost_round": 2, "eta": 0.01}
+    )  # weak
     client = ctx.client
     # 'challenger' now marks v2, but a pipeline that produced v1 must gate and deploy v1
     assert str(tracking.alias_version(client, "seam-model", "challenger").version) == v2.version
-    res = promotion.promote(ctx, cfg, v1.version)
+    res = promotion.promote(ctx, cfg.registry, cfg.serve.model_alias, v1.version)
     assert res.challenger_version == v1.version and res.decision.promote and res.alias == "production"
     assert str(tracking.alias_version(client, "seam-model", "production").version) == v1.version
     assert tracking.alias_version(client, "seam-model", "champion") is None  # the hard-coded alias is gone
     # the next gate compares against 'production', and rollback moves 'production'
-    res2 = promotion.promote(ctx, cfg, v2.version, force=True)
+    res2 = promotion.promote(ctx, cfg.registry, cfg.serve.model_alias, v2.version, force=True)
     assert res2.champion_version == v1.version and res2.scores["champion"] is not None
     assert str(tracking.alias_version(client, "seam-model", "production").version) == v2.version
-    event = promotion.rollback(ctx, cfg)
+    event = promotion.rollback(ctx, cfg.registry.model_name, cfg.serve.model_alias)
     assert (event["alias"], event["from_version"], event["to_version"]) == ("production", v2.version, v1.version)
-    listing = {r["version"]: r for r in promotion.list_models(ctx, cfg)}
+    listing = {r["version"]: r for r in promotion.list_models(ctx, cfg.registry.model_name)}
     assert "production" in listing[v1.version]["aliases"] and listing[v2.version]["gate"] == "PROMOTE (forced)"
     with pytest.raises(RegistryError, match="exact version"):
-        promotion.promote(ctx, cfg, None)
+        promotion.promote(ctx, cfg.registry, cfg.serve.model_alias, None)
     with pytest.raises(ModelVersionNotFoundError, match="no version 99"):
-        promotion.promote(ctx, cfg, "99")
+        promotion.promote(ctx, cfg.registry, cfg.serve.model_alias, "99")
 
 
 def test_two_contexts_with_different_workspaces_in_one_process(ray_session, small_config, tmp_path):
@@ -59,10 +61,10 @@ def test_two_contexts_with_different_workspaces_in_one_process(ray_session, smal
     b = Context.create(cfg, workspace=tmp_path / "b")
     assert a.tracking_uri != b.tracking_uri
     snap_a = stages.prepare(a, cfg, engine="local").snapshot
-    cand_a = train_model(a, cfg, snap_a)
+    cand_a = train_model(a, TrainingSpec.from_config(cfg), snap_a)
     assert b.snapshots.list() == [] and tracking.list_versions(b.client, "seam-model") == []
     snap_b = stages.prepare(b, cfg, engine="local").snapshot
-    cand_b = train_model(b, cfg, snap_b)
+    cand_b = train_model(b, TrainingSpec.from_config(cfg), snap_b)
     # each store has its own version 1 and its own run
     assert cand_a.version == cand_b.version == "1" and cand_a.run_id != cand_b.run_id
     assert b.client.get_run(cand_b.run_id) and len(tracking.list_versions(a.client, "seam-model")) == 1
@@ -79,6 +81,7 @@ def test_two_contexts_with_different_workspaces_in_one_process(ray_session, smal
 
 
 def test_tune_ranks_trials_by_tune_metric(ray_session, small_config, tmp_path):
+    from mlops_ray.config import TrainingSpec
     from mlops_ray.train.tune import tune_model
 
     cfg = _cfg(
@@ -93,7 +96,7 @@ def test_tune_ranks_trials_by_tune_metric(ray_session, small_config, tmp_path):
         },
     )
     ctx = Context.create(cfg, workspace=tmp_path / "ws")
-    res = tune_model(ctx, cfg, stages.prepare(ctx, cfg, engine="local").snapshot)
+    res = tune_model(ctx, TrainingSpec.from_config(cfg), stages.prepare(ctx, cfg, engine="local").snapshot)
     assert res.extra["metric"] == "valid-accuracy"
     children = ctx.client.search_runs([ctx.experiment_id], f"tags.mlflow.parentRunId = '{res.run_id}'")
     finals = {c.info.run_id: c.data.metrics["valid-accuracy"] for c in children}

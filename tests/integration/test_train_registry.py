@@ -16,7 +16,7 @@ import pandas as pd
 import psutil
 import pytest
 
-from mlops_ray.config import config_from_dict
+from mlops_ray.config import TrainingSpec, config_from_dict
 from mlops_ray.data.prepare import prepare_snapshot
 from mlops_ray.data.splits import load_split
 from mlops_ray.errors import ConfigError, MlopsRayError, SnapshotNotFoundError
@@ -48,7 +48,7 @@ def make_cfg(small_config):
 
 
 def _snap(cfg):
-    return prepare_snapshot(cfg, get_workspace(), engine="local").snapshot
+    return prepare_snapshot(cfg.data, get_workspace(), engine="local").snapshot
 
 
 def _ctx(cfg):
@@ -58,11 +58,11 @@ def _ctx(cfg):
 
 
 def _train(cfg, snap=None, **kw):
-    return train_model(_ctx(cfg), cfg, snap or _snap(cfg), **kw)
+    return train_model(_ctx(cfg), TrainingSpec.from_config(cfg), snap or _snap(cfg), **kw)
 
 
 def _promote(cfg, version, **kw):
-    return promotion.promote(_ctx(cfg), cfg, version, **kw)
+    return promotion.promote(_ctx(cfg), cfg.registry, cfg.serve.model_alias, version, **kw)
 
 
 def _git_state() -> tuple[str, str]:
@@ -161,12 +161,12 @@ def test_gate_promotes_better_refuses_worse_and_rollback(ray_session, make_cfg, 
     client = _ctx(strong).client
     assert str(client.get_model_version_by_alias("it-model", "champion").version) == v2.version
     assert str(client.get_model_version_by_alias("it-model", "challenger").version) == v3.version
-    event = promotion.rollback(_ctx(strong), strong)
+    event = promotion.rollback(_ctx(strong), strong.registry.model_name, strong.serve.model_alias)
     assert (event["from_version"], event["to_version"]) == (v2.version, v1.version)
     assert str(client.get_model_version_by_alias("it-model", "champion").version) == v1.version
     with pytest.raises(MlopsRayError, match="no previous 'champion' version"):
-        promotion.rollback(_ctx(strong), strong)
-    listing = promotion.list_models(_ctx(strong), strong)
+        promotion.rollback(_ctx(strong), strong.registry.model_name, strong.serve.model_alias)
+    listing = promotion.list_models(_ctx(strong), strong.registry.model_name)
     assert [r["version"] for r in listing] == ["3", "2", "1"]
     assert "champion" in listing[2]["aliases"] and listing[0]["snapshot_id"] == snap.id
     history = tracking.alias_history(client, "it-model")
@@ -205,6 +205,7 @@ def test_reproduce_refuses_missing_snapshot(ray_session, make_cfg, workspace):
 
 
 def test_tune_runs_trials_as_child_runs(ray_session, make_cfg, workspace):
+    from mlops_ray.config import TrainingSpec
     from mlops_ray.train.tune import tune_model
 
     cfg = make_cfg(
@@ -215,7 +216,7 @@ def test_tune_runs_trials_as_child_runs(ray_session, make_cfg, workspace):
             "search_space": {"max_depth": {"randint": [2, 6]}, "eta": {"loguniform": [0.05, 0.3]}},
         }
     )
-    res = tune_model(_ctx(cfg), cfg, _snap(cfg))
+    res = tune_model(_ctx(cfg), TrainingSpec.from_config(cfg), _snap(cfg))
     assert res.extra["trials"] == 4 and res.version == "1"
     client = _ctx(cfg).client
     exp = client.get_experiment_by_name(cfg.mlflow.experiment)
@@ -298,7 +299,7 @@ def test_distributed_training_recovers_from_killed_worker(ray_session, make_cfg,
     t = threading.Thread(target=killer, daemon=True)
     t.start()
     out = fit_xgboost(
-        cfg,
+        cfg.model,
         snap,
         plan,
         workspace.ensure("runs", "ft"),

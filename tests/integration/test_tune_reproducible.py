@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mlops_ray.config import config_from_dict
+from mlops_ray.config import TrainingSpec, config_from_dict
 from mlops_ray.context import Context
 from mlops_ray.data.prepare import prepare_snapshot
 from mlops_ray.train.tune import parse_search_space, sample_configs, tune_model
@@ -25,7 +25,7 @@ def _config(small_config, **tune):
 def _setup(small_config, tmp_path, **tune):
     cfg = _config(small_config, **tune)
     ctx = Context.create(cfg, workspace=tmp_path / "ws")
-    return ctx, cfg, prepare_snapshot(cfg, ctx.workspace, engine="local").snapshot
+    return ctx, cfg, prepare_snapshot(cfg.data, ctx.workspace, engine="local").snapshot
 
 
 def _max_overlap(spans: list[tuple[float, float]]) -> int:
@@ -39,8 +39,10 @@ def _max_overlap(spans: list[tuple[float, float]]) -> int:
 
 def test_asha_keeps_the_same_trials_and_winner_at_any_concurrency(ray_session, small_config, tmp_path):
     ctx, cfg, snap = _setup(small_config, tmp_path)
-    two = tune_model(ctx, cfg, snap, register=False)
-    one = tune_model(ctx, _config(small_config, max_concurrent_trials=1), snap, register=False)
+    two = tune_model(ctx, TrainingSpec.from_config(cfg), snap, register=False)
+    one = tune_model(
+        ctx, TrainingSpec.from_config(_config(small_config, max_concurrent_trials=1)), snap, register=False
+    )
     assert (two.extra["max_concurrent_trials"], one.extra["max_concurrent_trials"]) == (2, 1)
     # the same configurations, sampled from the seed in trial order
     expected = sample_configs(parse_search_space(SPACE), 8, cfg.model.seed)
@@ -63,7 +65,7 @@ def test_max_concurrent_trials_caps_the_trials_that_run_at_once(ray_session, sma
     # and resources alone would let 2 trials run at once; only the cap can hold them to 1.
     monkeypatch.setattr(runtime, "alive_node_cpus", lambda: [1.0])
     ctx, cfg, snap = _setup(small_config, tmp_path, max_concurrent_trials=1, scheduler="none", num_samples=4)
-    res = tune_model(ctx, cfg, snap, register=False)
+    res = tune_model(ctx, TrainingSpec.from_config(cfg), snap, register=False)
     assert (res.extra["max_concurrent_trials"], res.extra["cpus_per_trial"]) == (1, 1)
     spans = [(t["started_at"], t["ended_at"]) for t in res.extra["trial_results"]]
     assert len(spans) == 4 and all(a is not None and b is not None and a < b for a, b in spans), spans
@@ -71,7 +73,7 @@ def test_max_concurrent_trials_caps_the_trials_that_run_at_once(ray_session, sma
 
     monkeypatch.setattr(runtime, "alive_node_cpus", lambda: [2.0])
     cfg2 = _config(small_config, max_concurrent_trials=2, scheduler="none", num_samples=4)
-    res = tune_model(ctx, cfg2, snap, register=False)
+    res = tune_model(ctx, TrainingSpec.from_config(cfg2), snap, register=False)
     assert (res.extra["max_concurrent_trials"], res.extra["cpus_per_trial"]) == (2, 1)
     spans = [(t["started_at"], t["ended_at"]) for t in res.extra["trial_results"]]
     assert _max_overlap(spans) <= 2, spans

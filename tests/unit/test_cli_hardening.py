@@ -214,7 +214,7 @@ def test_train_on_a_truncated_snapshot_is_a_clean_error_before_ray_starts(
     p = write_config(tmp_path, small_config)
     workspace.root.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(mlflow_db_template, workspace.mlflow_db)
-    snap = prepare_snapshot(small_config(), workspace, engine="local").snapshot
+    snap = prepare_snapshot(small_config().data, workspace, engine="local").snapshot
     rel = sorted(r for r in snap.manifest["files"] if r.startswith("splits/train/"))[0]
     f = snap.path / rel
     f.write_bytes(f.read_bytes()[:-64])

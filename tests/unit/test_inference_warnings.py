@@ -40,7 +40,7 @@ def test_prepare_warns_naming_the_column_and_the_stray_value(tmp_path, workspace
     df.loc[137, "amount"] = "n/a?"
     src = tmp_path / "data.csv"
     df.to_csv(src, index=False)
-    res = prepare_snapshot(_cfg(src), get_workspace(), engine="local")
+    res = prepare_snapshot(_cfg(src).data, get_workspace(), engine="local")
     assert "amount" in res.snapshot.spec.categorical_features  # inference did treat it as text
     warned = [n for n in res.notes if "'amount'" in n]
     assert len(warned) == 1, res.notes
@@ -48,7 +48,7 @@ def test_prepare_warns_naming_the_column_and_the_stray_value(tmp_path, workspace
     assert "data.numeric_features" in warned[0]
     assert not [n for n in res.notes if "'city'" in n]  # real categoricals stay quiet
     # the warning is repeated when the identical snapshot is reused (every prepare says it)
-    again = prepare_snapshot(_cfg(src), get_workspace(), engine="local")
+    again = prepare_snapshot(_cfg(src).data, get_workspace(), engine="local")
     assert again.reused and any("'amount'" in n for n in again.notes)
 
 
@@ -61,12 +61,12 @@ def test_declaring_the_features_silences_it_and_numeric_reports_the_row(tmp_path
     src = tmp_path / "data.csv"
     df.to_csv(src, index=False)
     quiet = prepare_snapshot(
-        _cfg(src, categorical_features=["city", "amount", "zip_like"]), get_workspace(), engine="local"
+        _cfg(src, categorical_features=["city", "amount", "zip_like"]).data, get_workspace(), engine="local"
     )
     assert not [n for n in quiet.notes if "inferred as categorical" in n]
     with pytest.raises(DataValidationError, match="amount"):
         prepare_snapshot(
-            _cfg(src, numeric_features=["amount", "x"], categorical_features=["city"]),
+            _cfg(src, numeric_features=["amount", "x"], categorical_features=["city"]).data,
             get_workspace(),
             engine="local",
         )

@@ -30,7 +30,7 @@ def _independent_split(ids, salt):
 
 def test_snapshot_contents(small_config, workspace):
     cfg = small_config()
-    res = prepare_snapshot(cfg, get_workspace(), engine="local")
+    res = prepare_snapshot(cfg.data, get_workspace(), engine="local")
     snap = res.snapshot
     assert not res.reused and snap.path.parent.parent == workspace.datasets
     src = pq.read_table(cfg.source(get_workspace().root)).to_pandas()
@@ -61,7 +61,7 @@ def test_snapshot_contents(small_config, workspace):
 
 
 def test_preprocessor_fitted_on_train_only(small_config):
-    snap = prepare_snapshot(small_config(), get_workspace(), engine="local").snapshot
+    snap = prepare_snapshot(small_config().data, get_workspace(), engine="local").snapshot
     train = pd.concat(pd.read_parquet(f) for f in snap.split_files("train"))
     everything = pd.concat(pd.read_parquet(f) for s in ("train", "valid", "test") for f in snap.split_files(s))
     p = next(p for p in snap.preprocessor().numeric if p.name == "credit_score")
@@ -71,11 +71,11 @@ def test_preprocessor_fitted_on_train_only(small_config):
 
 def test_same_data_is_reused_and_other_salt_is_a_new_snapshot(small_config):
     cfg = small_config()
-    a = prepare_snapshot(cfg, get_workspace(), engine="local")
-    b = prepare_snapshot(cfg, get_workspace(), engine="local")
+    a = prepare_snapshot(cfg.data, get_workspace(), engine="local")
+    b = prepare_snapshot(cfg.data, get_workspace(), engine="local")
     assert b.reused and b.snapshot.id == a.snapshot.id
     cfg2 = small_config(split={"salt": "v2"})
-    c = prepare_snapshot(cfg2, get_workspace(), engine="local")
+    c = prepare_snapshot(cfg2.data, get_workspace(), engine="local")
     assert not c.reused and c.snapshot.id != a.snapshot.id
     assert c.snapshot.manifest["fingerprint"] == a.snapshot.manifest["fingerprint"]
     assert len(SnapshotStore(get_workspace()).list()) == 2
@@ -83,7 +83,7 @@ def test_same_data_is_reused_and_other_salt_is_a_new_snapshot(small_config):
 
 def test_touched_but_identical_source_reuses_snapshot(small_config, tmp_path):
     cfg = small_config()
-    a = prepare_snapshot(cfg, get_workspace(), engine="local")
+    a = prepare_snapshot(cfg.data, get_workspace(), engine="local")
     t = pq.read_table(cfg.source(get_workspace().root))
     moved = tmp_path / "reshuffled"
     moved.mkdir()
@@ -91,20 +91,20 @@ def test_touched_but_identical_source_reuses_snapshot(small_config, tmp_path):
     for i, chunk in enumerate(np.array_split(perm, 5)):
         pq.write_table(t.take(pa.array(chunk)), moved / f"p{i}.parquet")
     cfg2 = config_from_dict({"data": dict(cfg.data.model_dump(mode="json"), source=str(moved))})
-    b = prepare_snapshot(cfg2, get_workspace(), engine="local")
+    b = prepare_snapshot(cfg2.data, get_workspace(), engine="local")
     assert b.reused and b.snapshot.id == a.snapshot.id
 
 
 def test_changed_cell_gives_new_snapshot(small_config, tmp_path):
     cfg = small_config()
-    a = prepare_snapshot(cfg, get_workspace(), engine="local")
+    a = prepare_snapshot(cfg.data, get_workspace(), engine="local")
     df = pq.read_table(cfg.source(get_workspace().root)).to_pandas()
     df.loc[17, "age"] += 1
     d = tmp_path / "changed"
     d.mkdir()
     df.to_parquet(d / "x.parquet")
     b = prepare_snapshot(
-        config_from_dict({"data": dict(cfg.data.model_dump(mode="json"), source=str(d))}),
+        config_from_dict({"data": dict(cfg.data.model_dump(mode="json"), source=str(d))}).data,
         get_workspace(),
         engine="local",
     )
@@ -143,7 +143,7 @@ def test_bad_sources_fail_with_named_problem_and_leave_nothing(small_config, tmp
     cfg = small_config()
     cfg = config_from_dict({"data": dict(cfg.data.model_dump(mode="json"), source=str(d))})
     with pytest.raises(DataValidationError) as ei:
-        prepare_snapshot(cfg, get_workspace(), engine="local")
+        prepare_snapshot(cfg.data, get_workspace(), engine="local")
     assert message in str(ei.value)
     leftovers = [p for p in workspace.datasets.rglob("*") if p.is_file()] if workspace.datasets.exists() else []
     assert leftovers == []
@@ -153,7 +153,7 @@ def test_bad_value_error_shows_example_rows(small_config, tmp_path):
     d = _write_bad(tmp_path, lambda df: df.assign(label=df["label"].where(df.index != 9, 2)))
     cfg = config_from_dict({"data": dict(small_config().data.model_dump(mode="json"), source=str(d))})
     with pytest.raises(DataValidationError) as ei:
-        prepare_snapshot(cfg, get_workspace(), engine="local")
+        prepare_snapshot(cfg.data, get_workspace(), engine="local")
     assert "customer_id='c0-0000000009' label=2" in str(ei.value)
 
 
@@ -165,14 +165,14 @@ def test_csv_source_with_leading_zero_ids(tmp_path, workspace):
         + "".join(f"r{i},{i % 7},{'ab'[i % 2]},{i % 2}\n" for i in range(200))
     )
     cfg = config_from_dict({"data": {"name": "csv", "source": str(d), "id_column": "id", "label_column": "y"}})
-    snap = prepare_snapshot(cfg, get_workspace(), engine="local").snapshot
+    snap = prepare_snapshot(cfg.data, get_workspace(), engine="local").snapshot
     assert snap.manifest["rows"] == 203 and snap.manifest["source"]["format"] == "csv"
     ids = pd.concat(pd.read_parquet(f) for s in snap.split_names for f in snap.split_files(s))["id"]
     assert {"007", "7", "0042"} <= set(ids)
 
 
 def test_store_find_and_errors(small_config):
-    snap = prepare_snapshot(small_config(), get_workspace(), engine="local").snapshot
+    snap = prepare_snapshot(small_config().data, get_workspace(), engine="local").snapshot
     store = SnapshotStore(get_workspace())
     assert store.find(snap.id).id == snap.id
     assert store.find(snap.id[:6]).id == snap.id

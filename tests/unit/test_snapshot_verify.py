@@ -35,7 +35,7 @@ def _dead_pid() -> int:
 @pytest.fixture
 def prepared(small_config):
     cfg = small_config()
-    return cfg, prepare_snapshot(cfg, get_workspace(), engine="local").snapshot
+    return cfg, prepare_snapshot(cfg.data, get_workspace(), engine="local").snapshot
 
 
 def _first_split_file(snap: Snapshot):
@@ -107,30 +107,30 @@ def test_prepare_refuses_to_reuse_a_corrupt_identical_snapshot(small_config, cac
     """Before: 'reused existing' for a snapshot whose split file was truncated."""
     cfg = small_config()
     ws = get_workspace()
-    snap = prepare_snapshot(cfg, ws, engine="local").snapshot
+    snap = prepare_snapshot(cfg.data, ws, engine="local").snapshot
     rel, path = _first_split_file(snap)
     _truncate(path)
     if not cached_fingerprint:
         (ws.root / "cache" / "source_fingerprints.json").unlink()
     with pytest.raises(SnapshotCorruptError, match=rel):
-        prepare_snapshot(cfg, ws, engine="local")
+        prepare_snapshot(cfg.data, ws, engine="local")
     # the advice works: delete it, prepare again -> a verified snapshot with the same id
     import shutil
 
     shutil.rmtree(snap.path)
-    again = prepare_snapshot(cfg, ws, engine="local")
+    again = prepare_snapshot(cfg.data, ws, engine="local")
     assert not again.reused and again.snapshot.id == snap.id and again.snapshot.verify().files > 0
 
 
 def test_prepare_reuses_an_intact_snapshot_and_notes_a_legacy_one(small_config):
     cfg = small_config()
     ws = get_workspace()
-    snap = prepare_snapshot(cfg, ws, engine="local").snapshot
-    res = prepare_snapshot(cfg, ws, engine="local")
+    snap = prepare_snapshot(cfg.data, ws, engine="local").snapshot
+    res = prepare_snapshot(cfg.data, ws, engine="local")
     assert res.reused and res.snapshot.id == snap.id
     legacy = {k: v for k, v in snap.manifest.items() if k != "files"}
     (snap.path / MANIFEST).write_text(json.dumps(legacy))
-    res = prepare_snapshot(cfg, ws, engine="local")
+    res = prepare_snapshot(cfg.data, ws, engine="local")
     assert res.reused and any("no checksums recorded" in n for n in res.notes)
 
 
@@ -165,7 +165,7 @@ def test_staging_dirs_of_killed_prepares_are_removed_at_the_next_prepare(small_c
     remote = _staging(ws, "remote", {"host": "other-host", "pid": 1})
     legacy_old = _staging(ws, "legacy-old", None, age_s=2 * 3600)
     legacy_new = _staging(ws, "legacy-new", None)
-    res = prepare_snapshot(cfg, ws, engine="local")
+    res = prepare_snapshot(cfg.data, ws, engine="local")
     assert not dead.exists() and not legacy_old.exists()
     assert live.exists() and remote.exists() and legacy_new.exists()
     removed = [n for n in res.notes if "removed stale staging directory" in n]
@@ -233,7 +233,7 @@ def test_train_and_tune_verify_the_snapshot_before_starting_ray(small_config, wo
     workspace.root.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(mlflow_db_template, workspace.mlflow_db)
     ctx = Context.create(cfg, workspace=workspace.root)
-    snap = prepare_snapshot(cfg, ctx.workspace, engine="local").snapshot
+    snap = prepare_snapshot(cfg.data, ctx.workspace, engine="local").snapshot
     rel, path = _first_split_file(snap)
     _truncate(path)
     if stage == "train":

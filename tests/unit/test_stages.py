@@ -18,7 +18,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from mlops_ray.config import config_from_dict
+from mlops_ray.config import TrainingSpec, config_from_dict
 from mlops_ray.errors import MlopsRayError, SourceNotFoundError
 from mlops_ray.pipeline import stages
 from mlops_ray.registry import promotion
@@ -40,7 +40,7 @@ def make_cfg(source, **sections):
 
 
 def make_ctx(tmp_path):
-    return SimpleNamespace(workspace=SimpleNamespace(root=tmp_path / "ws"), source=lambda cfg: cfg.data.source)
+    return SimpleNamespace(workspace=SimpleNamespace(root=tmp_path / "ws"))
 
 
 def fake_snapshot(task="binary"):
@@ -68,34 +68,32 @@ class FakeRegistry:
         self.reasons = list(reasons)
 
     # -- train / tune: register "7", then a concurrent run registers "8" and moves the marker
-    def _register(self, what, ctx, cfg, snapshot):
-        self.calls.append((what, ctx, cfg, snapshot))
+    def _register(self, what, ctx, spec, snapshot):
+        self.calls.append((what, ctx, spec, snapshot))
         self.challenger = "7"
         cand = candidate("7")
         self.challenger = "8"  # a concurrent run finished between our train and our gate
         return cand
 
-    def train_model(self, ctx, cfg, snapshot, *, register=True, tags=None):
+    def train_model(self, ctx, spec, snapshot, *, register=True, tags=None):
         assert register and tags is None  # what stages.train passes by default
-        return self._register("train_model", ctx, cfg, snapshot)
+        return self._register("train_model", ctx, spec, snapshot)
 
-    def tune_model(self, ctx, cfg, snapshot, *, register=True):
+    def tune_model(self, ctx, spec, snapshot, *, register=True):
         assert register
-        return self._register("tune_model", ctx, cfg, snapshot)
+        return self._register("tune_model", ctx, spec, snapshot)
 
-    def gate(self, ctx, cfg, version, *, force=False):
+    def gate(self, ctx, registry, alias, version, *, force=False):
         self.calls.append(("gate", version, force))
         decision = GateDecision(self.gate_action, list(self.reasons))
-        return PromotionResult(
-            decision, challenger_version=str(version), champion_version=self.champion, alias=cfg.serve.model_alias
-        )
+        return PromotionResult(decision, challenger_version=str(version), champion_version=self.champion, alias=alias)
 
-    def deploy(self, ctx, cfg, version, reason):
+    def deploy(self, ctx, model_name, alias, version, reason):
         self.calls.append(("deploy", version, reason))
         prev, self.champion = self.champion, str(version)
         # the shape of mlops_ray.registry.tracking.move_alias's history event
         return {
-            "alias": cfg.serve.model_alias,
+            "alias": alias,
             "from_version": prev,
             "to_version": str(version),
             "action": "deploy",
@@ -103,14 +101,14 @@ class FakeRegistry:
         }
 
     @contextlib.contextmanager
-    def serialized(self, ctx, cfg, purpose):
+    def serialized(self, ctx, model_name, purpose):
         self.calls.append(("lock", purpose))
         yield
         self.calls.append(("unlock", purpose))
 
-    def prepare_snapshot(self, cfg, workspace, *, engine="ray", progress=False):
-        self.calls.append(("prepare_snapshot", cfg, workspace, engine, progress))
-        return SimpleNamespace(snapshot=fake_snapshot(cfg.data.task), reused=False, seconds=0.0, notes=[])
+    def prepare_snapshot(self, data, workspace, *, source=None, engine="ray", progress=False):
+        self.calls.append(("prepare_snapshot", data, workspace, source, engine, progress))
+        return SimpleNamespace(snapshot=fake_snapshot(data.task), reused=False, seconds=0.0, notes=[])
 
     def names(self):
         return [c[0] for c in self.calls]
@@ -159,7 +157,7 @@ def test_train_gate_deploy_uses_its_own_version_not_the_moved_challenger(reg, tm
     ]
     # gate and deploy happen under one registry lock
     assert reg.names() == ["train_model", "lock", "gate", "deploy", "unlock"]
-    assert reg.calls[0][1:] == (ctx, cfg, snap)
+    assert reg.calls[0][1:] == (ctx, TrainingSpec.from_config(cfg), snap)
     assert reg.champion == "7"
     assert isinstance(res, PromotionResult) and res.challenger_version == "7"
     assert res.event == {
@@ -218,7 +216,7 @@ def test_train_calls_tune_model_when_tune_enabled(reg, tmp_path):
     ctx, snap = make_ctx(tmp_path), fake_snapshot("regression")
     cand = stages.train(ctx, cfg, snap, on_event=events)
     assert reg.names() == ["tune_model"]
-    assert reg.calls[0][1:] == (ctx, cfg, snap)
+    assert reg.calls[0][1:] == (ctx, TrainingSpec.from_config(cfg), snap)
     assert cand.version == "7"
     assert events.names() == ["tune", "trained"]
     # the metric defaults to the snapshot's task's default metric
@@ -253,12 +251,12 @@ def test_prepare_stage_passes_workspace_engine_progress(reg, tmp_path):
     cfg, ctx = make_cfg(tmp_path / "src"), make_ctx(tmp_path)
     events = Events()
     res = stages.prepare(ctx, cfg, engine="local", progress=True, on_event=events)
-    assert reg.calls == [("prepare_snapshot", cfg, ctx.workspace, "local", True)]
+    assert reg.calls == [("prepare_snapshot", cfg.data, ctx.workspace, cfg.source(ctx.workspace.root), "local", True)]
     assert events.names() == ["prepare", "prepared"]
     assert events.get("prepare") == {"source": str(tmp_path / "src")}
     assert events.get("prepared")["result"] is res
     stages.prepare(ctx, cfg)
-    assert reg.calls[-1][3:] == ("ray", False)  # defaults
+    assert reg.calls[-1][4:] == ("ray", False)  # defaults
 
 
 # ------------------------------------------------------------------ (d) events in order, nothing printed
