@@ -792,6 +792,37 @@ def pipeline_loop_demo(config_path, drift_level, new_rows, as_json):
         click.echo(json.dumps(res.to_dict(), indent=2, default=str))
 
 
+# ------------------------------------------------------------------------ deploy
+@main.group("deploy")
+def deploy_group():
+    """Deployment files rendered from the project config (Ray Serve, KubeRay)."""
+
+
+@deploy_group.command("render")
+@config_option
+@click.option("--target", type=click.Choice(["kuberay", "serve"]), required=True, help="What to write.")
+@click.option("--out", default=None, type=click.Path(dir_okay=False), help="Write here (default: stdout).")
+@click.option("--image", default=None, help="kuberay: container image with mlops-ray installed (README).")
+@click.option("--workspace", default=None, help="MLOPS_RAY_HOME of the pods: s3://BUCKET/PREFIX, gs://..., a volume.")
+@click.option(
+    "--tracking-uri", default=None, help="MLflow tracking server (default: the config's mlflow.tracking_uri)."
+)
+@_friendly
+def deploy_render(config_path, target, out, image, workspace, tracking_uri):
+    """Write a Ray Serve config, or KubeRay RayService + RayJob manifests, for this project config."""
+    from mlops_ray.deploy.render import render
+
+    text = render(_load(config_path), target, config_path, image=image, workspace=workspace, tracking_uri=tracking_uri)
+    if out is None:
+        click.echo(text, nl=False)
+        return
+    try:
+        Path(out).write_text(text, encoding="utf-8")
+    except OSError as err:
+        raise ConfigError(f"--out {out}: cannot write it ({err.strerror or err})") from None
+    click.echo(f"wrote {out} ({target})", err=True)
+
+
 # ------------------------------------------------------------------------ quickstart
 @main.command("quickstart")
 @click.option(

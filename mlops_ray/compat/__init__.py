@@ -105,6 +105,7 @@ keep_node_on_loopback: Callable[[], None] = _ray.keep_node_on_loopback
 loopback_node_requested: Callable[[], bool] = _ray.loopback_node_requested
 patch_haproxy_template: Callable[[str], str] = _ray.patch_haproxy_template
 route_driver_output: Callable[[Callable[[dict], None]], None] = _ray.route_driver_output
+validate_cluster_config: Callable[[dict], dict] = _ray.validate_cluster_config  # `ray up`'s checks, offline
 
 # ------------------------------------------------------------------ MLflow: the fluent API's URIs
 fluent_uris: Callable[[], tuple[str | None, str | None]] = _mlflow.fluent_uris

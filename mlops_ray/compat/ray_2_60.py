@@ -234,3 +234,25 @@ def route_driver_output(write: Callable[[dict], None]) -> None:
 
     print_to_stdstream._mlops_ray_original = original
     worker.print_to_stdstream = print_to_stdstream
+
+
+# --------------------------------------------------------------------------- cluster launcher
+def validate_cluster_config(config: dict) -> dict:
+    """``config`` (a parsed cluster-launcher YAML) as ``ray up`` would use it, checked by Ray itself.
+
+    Fills in the defaults of its provider (``ray.autoscaler._private.util.prepare_config``: the
+    provider's ``defaults.yaml``, setup commands merged into the head/worker lists, ``max_workers``
+    per node type), then validates the result against ``ray/autoscaler/ray-schema.json`` and Ray's
+    own rules (``validate_config``). Contacts no cloud. Returns the filled-in config.
+
+    Raises:
+        jsonschema.ValidationError: a key or value the schema rejects.
+        ValueError: Ray's rules (e.g. the head node type is not a node type; more min workers than max_workers).
+    """
+    import copy
+
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    prepared = prepare_config(copy.deepcopy(config))
+    validate_config(prepared)
+    return prepared

@@ -19,7 +19,6 @@ import asyncio
 import logging
 import os
 import time
-from typing import Any
 
 import numpy as np
 from fastapi import FastAPI, Request
@@ -49,10 +48,10 @@ from mlops_ray.serve.schema import (
     PREDICT_REQUEST_SCHEMA,
     openapi_json_body,
 )
+from mlops_ray.serve.serve_config import DEPLOYMENT, deployment_options
 from mlops_ray.state import LocalStateStore
 
 log = logging.getLogger("mlops_ray.serve")
-DEPLOYMENT = "ModelServer"
 
 api = FastAPI(
     title="mlops-ray model service",
@@ -347,23 +346,6 @@ class ModelServer:
     async def reload(self):
         swapped = await self._check_for_new_version()
         return {"swapped": swapped, "model_version": self.current.version if self.current else None}
-
-
-def deployment_options(cfg) -> dict[str, Any]:
-    s = cfg.serve
-    return {
-        "ray_actor_options": {"num_cpus": s.num_cpus_per_replica},
-        "max_ongoing_requests": s.max_ongoing_requests,
-        "autoscaling_config": {
-            "min_replicas": s.min_replicas,
-            "max_replicas": s.max_replicas,
-            "initial_replicas": max(s.min_replicas, 1),
-            "target_ongoing_requests": s.target_ongoing_requests,
-            "upscale_delay_s": s.upscale_delay_s,
-            "downscale_delay_s": s.downscale_delay_s,
-            "look_back_period_s": 5.0,
-        },
-    }
 
 
 def build_from_config(ctx, cfg, **user_config):

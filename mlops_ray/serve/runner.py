@@ -10,7 +10,7 @@ import uuid
 
 import httpx
 
-APP_NAME = "mlops-ray"
+from mlops_ray.serve.serve_config import APP_NAME
 
 
 def service_url(cfg) -> str:

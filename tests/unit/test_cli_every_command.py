@@ -128,6 +128,10 @@ def _cases(f) -> dict[tuple[str, ...], list[tuple[list[str], str]]]:
         ("pipeline", "watch"): [(["--config", f["missing"]], "config file not found")],
         ("pipeline", "history"): [(["--config", f["not_yaml"]], f["not_yaml"])],
         ("pipeline", "loop-demo"): [(["--config", f["missing"]], "config file not found")],
+        ("deploy", "render"): [
+            (["--config", f["missing"], "--target", "serve"], "config file not found"),
+            (["--config", f["good"], "--target", "kuberay"], "needs --workspace"),
+        ],
     }
 
 
