@@ -7,10 +7,13 @@ included (``If-Match`` / ``If-None-Match: *`` on PUT, ``If-Match`` on DELETE, in
 
 Why one request at a time: moto's handlers check a condition and then write in two steps, with no
 lock between them, so two conditional PUTs of one key arriving together on its threaded server can
-both pass the check. S3 itself makes the check and the write one atomic step. Serialising the
-requests (a lock around the WSGI app; the server stays threaded, so keep-alive connections work)
-gives the tests S3's semantics, so the race tests exercise the client (``S3StateStore``), not a gap
-in the emulator. ``serialise=False`` runs moto as it ships.
+both pass the check; and a GET of a key being replaced can read the old object's closed buffer (a
+500). Measured with 4 processes doing 240 compare-and-set increments and the server's thread switch
+interval at 1e-5 s: 2 and 4 increments lost in two runs, plus 500s; serialised, none (at Python's
+default interval one run lost none). S3 itself makes the check and the write one atomic step.
+Serialising the requests (a lock around the WSGI app; the server stays threaded, so keep-alive
+connections work) gives the tests S3's semantics, so the race tests exercise the client
+(``S3StateStore``), not a gap in the emulator. ``serialise=False`` runs moto as it ships.
 """
 
 from __future__ import annotations
