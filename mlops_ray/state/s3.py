@@ -37,6 +37,12 @@ taken over while its ``with`` body still runs: the renewal thread logs an error 
 leaves the new holder's lease alone. A lease bounds how long a dead holder blocks others; it is not
 fencing (use ``compare_and_set`` on the data itself where a stale holder's write must be refused).
 
+**An ambiguous write.** botocore retries a request whose connection failed. If S3 had applied a
+conditional ``PUT`` before the connection broke, the retry gets 412, and the store reads that as a
+lost race: a :meth:`~S3StateStore.compare_and_set` may return False though its value was set, and an
+append may be written twice (the lock recognises its own token and is not affected). Network errors
+that botocore gives up on are raised, never reported as success.
+
 boto3 is imported when the first client is made (install ``mlops-ray[s3]``). The store pickles to
 its constructor arguments (a Ray task gets a store that makes its own client); ``client_kwargs``
 (e.g. ``region_name``, credentials) travel with it, so prefer credentials from the environment or
@@ -263,6 +269,8 @@ class S3StateStore(StateStore):
                 etag = self._put(key, self._lease_record(holder, token, lease_s), if_absent=True)
             else:
                 current = _parse_lease(got[0])
+                if current.get("token") == token:  # our own PUT, applied, then retried by botocore (412)
+                    return got[1]
                 if current.get("token") and float(current.get("expires_at") or 0) > time.time():
                     raise LockBusyError(key, str(current.get("holder") or "another process"))
                 # free (released) or expired: take it over, only if nobody did since our read
@@ -328,8 +336,14 @@ class _Lease:
         with self._mutex:
             etag, self.etag = self.etag, None
         self._thread.join()
-        if etag is not None:  # only our own lease is freed; a takeover's is left alone
+        if etag is None:  # only our own lease is freed; a takeover's is left alone
+            return
+        try:
             self.store._put(self.key, _FREE, if_match=etag)
+        except Exception as err:  # never hide the with-body's own error; the lease runs out by itself
+            log.warning(
+                "releasing lock %s/%s failed (%s); it expires within %.1fs", self.store.uri, self.key, err, self.lease_s
+            )
 
 
 def _rebuild(bucket: str, prefix: str, endpoint_url: str | None, lease_s: float, client_kwargs: dict) -> S3StateStore:
