@@ -34,7 +34,7 @@ class S3Server:
     _thread: threading.Thread | None = field(default=None, repr=False)
 
     def start(self) -> S3Server:
-        from moto.server import DomainDispatcherApplication, create_backend_app
+        from moto.server import create_backend_app
         from werkzeug.serving import WSGIRequestHandler, make_server
 
         class Quiet(WSGIRequestHandler):
@@ -43,7 +43,7 @@ class S3Server:
             def log(self, type, message, *args):  # no access log on the test's stderr
                 pass
 
-        app = DomainDispatcherApplication(create_backend_app)
+        app = create_backend_app("s3")  # S3 only, as `moto_server s3`: no per-request service dispatch
         if self.serialise:
             one_at_a_time = threading.Lock()
             moto_app = app
