@@ -198,3 +198,23 @@ def small_config(tmp_path):
         return config_from_dict({"data": data})
 
     return make
+
+
+# ------------------------------------------------------------------ S3
+@pytest.fixture(scope="session")
+def s3_server():
+    """An S3-compatible server on loopback (moto's, one request at a time: see tests/_s3.py), one per session."""
+    from tests._s3 import S3Server
+
+    server = S3Server().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_bucket(s3_server):
+    """A bucket on ``s3_server`` (tests keep apart by prefix)."""
+    s3_server.client().create_bucket(Bucket="mlops-ray-state")
+    return "mlops-ray-state"

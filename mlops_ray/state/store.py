@@ -30,11 +30,12 @@ How each backend keeps it:
   ``flock`` on the key's own file, which the kernel releases when the process dies (``lease_s``
   is accepted and ignored). Safe for processes on one host, or on a shared filesystem whose
   ``flock`` is honoured across hosts (not NFS in general).
-- An object store (S3, GCS, Azure Blob) would use conditional writes: ``PUT`` with ``If-Match:
-  <etag>`` (``If-None-Match: *`` for an absent key) for compare-and-set, appends as a
-  compare-and-set retry loop (or one object per record under the key's prefix), and a lock object
-  holding ``{holder, expires_at}`` taken by a conditional create and renewed before ``lease_s``
-  runs out (a dead holder stops renewing, so the lock expires).
+- S3 and S3-compatible servers (:class:`~mlops_ray.state.s3.S3StateStore`, ``state/s3.py``):
+  conditional writes, ``PUT`` with ``If-Match: <etag>`` (``If-None-Match: *`` for an absent key)
+  for compare-and-set, appends as a compare-and-set retry loop, and a lock object holding
+  ``{holder, expires_at, token}`` taken by a conditional create and renewed every ``lease_s / 3``
+  (a dead holder stops renewing, so the lock expires ``lease_s`` after its last renewal). GCS
+  (``ifGenerationMatch``) and Azure Blob (``If-Match`` plus blob leases) have the same primitives.
 - PostgreSQL would keep values in a table keyed by ``key`` (``UPDATE ... WHERE key = $1 AND
   value = $2`` for compare-and-set, ``INSERT`` rows for appends) and ``lock()`` as a session-level
   ``pg_try_advisory_lock`` (or a ``SELECT ... FOR UPDATE NOWAIT`` row lock), which the server
