@@ -1,4 +1,6 @@
-"""The README's main command, run as a user would: a real process, real local Ray."""
+"""The README's main command, run as a user would: a real process, real local Ray. One quickstart run
+checks what it prints on stdout, that stderr is quiet (library chatter goes to the workspace log file),
+and the README's follow-up commands."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from _cluster import free_port, serve_port_env
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
 CLI = [sys.executable, "-m", "mlops_ray.cli"]
+CHATTER = ("Traceback", "WARNING", "INFO", "FutureWarning", "UserWarning", "(raylet)", "pid=", "TensorBoard")
 
 
 def _cli(*args, env, timeout=300):
@@ -39,6 +42,7 @@ def test_quickstart_then_commands_with_example_config(tmp_path):
     r = _cli("quickstart", "--config", str(config), env=env, timeout=600)
     assert r.returncode == 0, r.stdout + r.stderr
     out = r.stdout
+    _assert_quiet(r, tmp_path / "home")
     assert "fingerprint:" in out
     assert "[2/6] pipeline run" in out and "tune run" in out  # the training step itself ran (tuning)
     assert "registered quickstart-churn v1; gate PROMOTE" in out
@@ -76,3 +80,17 @@ def test_quickstart_then_commands_with_example_config(tmp_path):
         assert r.returncode == 0, (args, r.stdout + r.stderr)
         assert "Traceback" not in r.stderr
     assert f"champion: v3 -> v{after}" in r.stdout  # rollback restored the quickstart's champion
+
+
+def _assert_quiet(r, home: Path) -> None:
+    """Ray/Tune/Serve/MLflow logs, warnings and worker output went to <workspace>/logs/, named once at the end."""
+    lines = [ln for ln in r.stderr.split("\n") if ln.strip()]
+    assert len(lines) <= 3, r.stderr  # a few of ours at most; ~100 lines of library output before
+    for word in CHATTER:
+        assert word not in r.stderr, (word, r.stderr)
+    assert "tensorboard" not in r.stdout.lower() and "View detailed results here" not in r.stdout
+    notes = [ln for ln in lines if ln.startswith("library logs: ")]
+    assert len(notes) == 1, r.stderr
+    logfile = Path(notes[0].removeprefix("library logs: "))
+    assert logfile.parent == home / "logs" and logfile.name.startswith("mlops-ray-quickstart-")
+    assert logfile.stat().st_size > 0

@@ -128,7 +128,7 @@ def test_schema_error_inside_the_ray_job_is_one_line_and_leaves_nothing(model, w
     assert r.exit_code == 2, r.output
     # This test runs the CLI inside the test process, whose shared Ray cluster was not started by
     # the CLI, so worker output ("(MapWorker ...) ...") reaches stderr here; a CLI-started cluster
-    # sends it to the log file (tests/e2e/test_quiet_cli.py). Our own output is one line.
+    # sends it to the log file (tests/e2e/test_quickstart_cli.py). Our own output is one line.
     ours = [
         ln
         for ln in r.stderr.splitlines()
