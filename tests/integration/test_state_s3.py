@@ -1,5 +1,6 @@
 """S3StateStore passes the state-store contract against a real S3 client over real HTTP (moto's server
-on loopback, see tests/_s3.py), and keeps S3's own semantics: conditional writes, leases that expire."""
+on loopback, see tests/_s3.py), and keeps S3's own semantics: conditional writes, leases that expire.
+Integration tier: a real server and real processes over HTTP (~25 s), not pure logic."""
 
 from __future__ import annotations
 
@@ -13,11 +14,13 @@ from pathlib import Path
 
 import botocore.exceptions
 import pytest
-from contract import _MP, JOIN_S, AbstractStateStoreTests, _hold_lock_worker, _join_all, _start
 
 from mlops_ray.errors import LockBusyError
 from mlops_ray.state import S3StateStore
 from tests._s3 import ACCESS
+from tests.unit.state.contract import _MP, JOIN_S, AbstractStateStoreTests, _hold_lock_worker, _join_all, _start
+
+pytestmark = pytest.mark.integration
 
 LEASE_S = 5.0  # the contract's tests: long enough that a loaded machine never delays a renewal past it
 EXPIRY_LEASE_S = 3.0  # the expiry test: short to keep it fast, renewed every 1 s while its holder lives
