@@ -69,6 +69,24 @@ def workspace(request, tmp_path, monkeypatch):
     return ws
 
 
+RACE_MODEL = "race-model"
+
+
+@pytest.fixture
+def race_registry(workspace, mlflow_db_template):
+    """URI of a migrated SQLite MLflow store holding RACE_MODEL with 3 versions (registry-lock races)."""
+    from mlflow.tracking import MlflowClient
+
+    workspace.root.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(mlflow_db_template, workspace.mlflow_db)
+    uri = workspace.mlflow_tracking_uri
+    c = MlflowClient(uri, uri)
+    c.create_registered_model(RACE_MODEL)
+    for _ in range(3):
+        c.create_model_version(RACE_MODEL, "file:///nonexistent/model", run_id=None)
+    return uri
+
+
 def _mlflow_uris() -> tuple[str | None, str | None]:
     """The tracking and registry URIs set in-process (None: not set, MLflow resolves env/default)."""
     if "mlflow" not in sys.modules:

@@ -7,34 +7,25 @@ without any lock, so racing moves overwrote each other's events.
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 import threading
 import time
 
 import pytest
+from conftest import RACE_MODEL
 
 from mlops_ray.data.owner import ProcessOwner
 from mlops_ray.errors import RegistryLockedError
 from mlops_ray.registry import tracking
 
-MODEL = "race-model"
+MODEL = RACE_MODEL
 
 
 @pytest.fixture
-def store(workspace, mlflow_db_template):
-    """URI of a migrated SQLite MLflow store holding MODEL with 3 versions."""
-    from mlflow.tracking import MlflowClient
-
-    workspace.root.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(mlflow_db_template, workspace.mlflow_db)
-    uri = workspace.mlflow_tracking_uri
-    c = MlflowClient(uri, uri)
-    c.create_registered_model(MODEL)
-    for _ in range(3):
-        c.create_model_version(MODEL, "file:///nonexistent/model", run_id=None)
-    return uri
+def store(race_registry):
+    """URI of a migrated SQLite MLflow store holding MODEL with 3 versions (tests/conftest.py)."""
+    return race_registry
 
 
 def _client(uri):
