@@ -311,6 +311,7 @@ class Tick:
     state: PolicyState
     fires: list[_Fire] = field(default_factory=list)
     others: list[Decision] = field(default_factory=list)
+    notes: dict[str, Any] = field(default_factory=dict)  # what a kind's decide leaves for its on_run this tick
 
     def fire(self, trigger: str, reason: str, **evidence: Any) -> None:
         """``trigger`` wants a run (the policy turns this into ``run`` or ``coalesce``)."""
@@ -559,7 +560,7 @@ class DriftKind(TriggerKind):
 
         left = self._cooldown_left(st, obs.now)
         breached = self._metric_breach(obs)
-        self._breach = breached
+        tick.notes["drift_breach"] = breached
         if breached is None:
             st.metric_reported = False
         elif left > 0:
@@ -581,7 +582,7 @@ class DriftKind(TriggerKind):
 
     def on_run(self, tick: Tick) -> None:
         tick.state.last_drift_run_at = tick.obs.now
-        tick.state.metric_reported = getattr(self, "_breach", None) is not None  # this run answers this tick's breach
+        tick.state.metric_reported = tick.notes.get("drift_breach") is not None  # this run answers this tick's breach
 
     def on_coalesce(self, tick: Tick) -> None:
         tick.state.last_drift_run_at = tick.obs.now  # a follow-up run is promised: later drift firings are skipped
