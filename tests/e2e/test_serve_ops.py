@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -122,11 +123,23 @@ def _listeners(procs: list[psutil.Process]) -> list[tuple[str, int, str]]:
 
 
 # ------------------------------------------------------------------ tests
-def test_nothing_listens_beyond_loopback_and_haproxy_is_private(homes, tmp_path):
-    config, url = _config_on_free_port(homes["a"], tmp_path)
-    svc = Service(config, homes["a"].parent)
-    try:
-        svc.wait_serving()
+class TestOneService:
+    """Checks that need a running service but do not end it share one (2 replicas): started once, stopped
+    after the class (a service takes ~20 s to start); the replica kill runs last."""
+
+    @pytest.fixture(scope="class")
+    def service(self, homes, tmp_path_factory):
+        config, url = _config_on_free_port(homes["a"], tmp_path_factory.mktemp("one"), min_replicas=2, max_replicas=2)
+        svc = Service(config, homes["a"].parent)
+        try:
+            svc.wait_serving()
+            yield svc, config, url
+        finally:
+            svc.proc.send_signal(signal.SIGTERM)
+            svc.proc.wait(60)
+
+    def test_nothing_listens_beyond_loopback_and_haproxy_is_private(self, service):
+        svc, config, url = service
         port = int(url.rsplit(":", 1)[1])
         deadline = time.monotonic() + 20
         while True:  # HAProxy restarts when the second replica joins: scan until its listener is back
@@ -139,16 +152,68 @@ def test_nothing_listens_beyond_loopback_and_haproxy_is_private(homes, tmp_path)
         exposed = [x for x in listeners if x[0] not in ("127.0.0.1", "::1", "::ffff:127.0.0.1")]
         assert exposed == [], exposed
         ports = {p for _, p, _ in listeners}
-        assert int(url.rsplit(":", 1)[1]) in ports
+        assert port in ports
         assert not ports & {8404, 9101, 8500, 9500}, "a fixed Serve/HAProxy port is in use"
         sockets = [p for p in Path(f"/tmp/mlrh-{svc.proc.pid}").rglob("admin.sock*") if p.is_socket()]
         assert sockets, "HAProxy admin socket not in the service's private directory"
         for s in sockets:
             assert s.stat().st_mode & 0o007 == 0, f"{s} is accessible to others: {oct(s.stat().st_mode)}"
         print(f"listening sockets of the service tree: {sorted(listeners)}")
-    finally:
-        svc.proc.send_signal(signal.SIGTERM)
-        svc.proc.wait(60)
+
+    def test_reload_joins_the_recorded_cluster_or_fails_clearly(self, homes, service, tmp_path):
+        svc, config, url = service
+        env = dict(os.environ, RAY_AUTH_MODE="disabled", MLOPS_RAY_HOME=str(homes["a"].parent))
+        env.pop("RAY_ADDRESS", None)
+        nobody, _ = _config_on_free_port(homes["a"], tmp_path)  # a port no service was started for
+        cmd = [sys.executable, "-m", "mlops_ray.cli", "serve", "reload", "--config"]
+        r = subprocess.run([*cmd, str(nobody)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+        assert r.returncode == 2 and "no running service recorded" in r.stderr and "Traceback" not in r.stderr
+        record = json.loads((homes["a"].parent / "run" / f"serve-{url.rsplit(':', 1)[1]}.json").read_text())
+        assert record["pid"] == svc.proc.pid and record["gcs_address"].startswith("127.0.0.1:")
+        r = subprocess.run([*cmd, str(config)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert httpx.get(f"{url}/health", timeout=10).status_code == 200
+
+    def test_killing_a_replica_under_load_loses_at_most_its_in_flight_requests(self, service):
+        svc, _, url = service
+        concurrency = 8
+        rec = {"records": [{f: None for f in FEATURES}]}
+        ok, failed, stop = [0], [], threading.Event()
+
+        def load():
+            with httpx.Client(timeout=30) as c:
+                deadline = time.time() + 60
+                while not stop.is_set() and time.time() < deadline:
+                    try:
+                        r = c.post(f"{url}/predict", json=rec)
+                        if r.status_code == 200:
+                            ok[0] += 1
+                        else:
+                            failed.append(r.status_code)
+                    except httpx.HTTPError as err:
+                        failed.append(type(err).__name__)
+
+        try:
+            replicas = [p for p in svc.tree() if "ServeReplica:mlops-ray:ModelServer" in " ".join(p.cmdline())]
+            assert len(replicas) == 2, [" ".join(p.cmdline())[:80] for p in svc.tree()]
+            threads = [threading.Thread(target=load) for _ in range(concurrency)]
+            for t in threads:
+                t.start()
+            time.sleep(3)
+            before = ok[0]
+            replicas[0].kill()
+            time.sleep(12)
+            stop.set()
+            for t in threads:
+                t.join(60)
+            after = ok[0] - before
+        finally:
+            stop.set()
+        print(
+            f"replica killed under load (c={concurrency}): {len(failed)} failed ({failed}), {after} ok after the kill"
+        )
+        assert after > 100, "the service did not keep serving after losing a replica"
+        assert len(failed) <= concurrency, failed
 
 
 def test_two_services_side_by_side_answer_only_with_their_own_model(homes, tmp_path):
@@ -196,7 +261,8 @@ def test_two_services_side_by_side_answer_only_with_their_own_model(homes, tmp_p
 
 @pytest.mark.parametrize("how", ["sigint", "second-signal", "sigkill"])
 def test_shutdown_is_fast_leaves_nothing_and_the_port_is_free_again(homes, tmp_path, how):
-    config, url = _config_on_free_port(homes["a"], tmp_path)
+    # one replica: what must end is the cluster, HAProxy and the driver, not a second replica's start-up
+    config, url = _config_on_free_port(homes["a"], tmp_path, min_replicas=1, max_replicas=1)
     svc = Service(config, homes["a"].parent)
     svc.wait_serving()
     procs = svc.tree()
@@ -209,6 +275,8 @@ def test_shutdown_is_fast_leaves_nothing_and_the_port_is_free_again(homes, tmp_p
         took = time.monotonic() - t0
         assert took < 10, f"SIGINT shutdown took {took:.1f}s"
         assert "shutting down" in svc.output()
+        record = homes["a"].parent / "run" / f"serve-{url.rsplit(':', 1)[1]}.json"
+        assert not record.exists(), "a cleanly stopped service left its service record behind"
     elif how == "second-signal":
         os.killpg(svc.proc.pid, signal.SIGTERM)  # a supervisor signals the whole group ...
         time.sleep(0.5)
@@ -221,7 +289,13 @@ def test_shutdown_is_fast_leaves_nothing_and_the_port_is_free_again(homes, tmp_p
         svc.proc.wait(30)
     left = _gone(procs, timeout=20)
     assert left == [], [(p.pid, " ".join(p.cmdline())[:100]) for p in left]
-    # the same port serves again
+    port = int(url.rsplit(":", 1)[1])
+    if how != "sigkill":  # the port is free again (as a server binds it); the hardest case restarts for real
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(("127.0.0.1", port))
+        return
+    # after SIGKILL (the reaper cleans up): the same port serves again
     again = Service(config, homes["a"].parent)
     try:
         again.wait_serving()
@@ -229,68 +303,3 @@ def test_shutdown_is_fast_leaves_nothing_and_the_port_is_free_again(homes, tmp_p
     finally:
         again.proc.send_signal(signal.SIGTERM)
         again.proc.wait(60)
-
-
-def test_reload_joins_the_recorded_cluster_or_fails_clearly(homes, tmp_path):
-    config, url = _config_on_free_port(homes["a"], tmp_path)
-    env = dict(os.environ, RAY_AUTH_MODE="disabled", MLOPS_RAY_HOME=str(homes["a"].parent))
-    env.pop("RAY_ADDRESS", None)
-    cmd = [sys.executable, "-m", "mlops_ray.cli", "serve", "reload", "--config", str(config)]
-    r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
-    assert r.returncode == 2 and "no running service recorded" in r.stderr and "Traceback" not in r.stderr
-    svc = Service(config, homes["a"].parent)
-    try:
-        svc.wait_serving()
-        record = json.loads((homes["a"].parent / "run" / f"serve-{url.rsplit(':', 1)[1]}.json").read_text())
-        assert record["pid"] == svc.proc.pid and record["gcs_address"].startswith("127.0.0.1:")
-        r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
-        assert r.returncode == 0, r.stdout + r.stderr
-        assert httpx.get(f"{url}/health", timeout=10).status_code == 200
-    finally:
-        svc.proc.send_signal(signal.SIGTERM)
-        svc.proc.wait(60)
-    assert not (homes["a"].parent / "run" / f"serve-{url.rsplit(':', 1)[1]}.json").exists()
-
-
-def test_killing_a_replica_under_load_loses_at_most_its_in_flight_requests(homes, tmp_path):
-    concurrency = 8
-    config, url = _config_on_free_port(homes["a"], tmp_path, min_replicas=2, max_replicas=2)
-    svc = Service(config, homes["a"].parent)
-    rec = {"records": [{f: None for f in FEATURES}]}
-    ok, failed, stop = [0], [], threading.Event()
-
-    def load():
-        with httpx.Client(timeout=30) as c:
-            deadline = time.time() + 60
-            while not stop.is_set() and time.time() < deadline:
-                try:
-                    r = c.post(f"{url}/predict", json=rec)
-                    if r.status_code == 200:
-                        ok[0] += 1
-                    else:
-                        failed.append(r.status_code)
-                except httpx.HTTPError as err:
-                    failed.append(type(err).__name__)
-
-    try:
-        svc.wait_serving()
-        replicas = [p for p in svc.tree() if "ServeReplica:mlops-ray:ModelServer" in " ".join(p.cmdline())]
-        assert len(replicas) == 2, [" ".join(p.cmdline())[:80] for p in svc.tree()]
-        threads = [threading.Thread(target=load) for _ in range(concurrency)]
-        for t in threads:
-            t.start()
-        time.sleep(3)
-        before = ok[0]
-        replicas[0].kill()
-        time.sleep(12)
-        stop.set()
-        for t in threads:
-            t.join(60)
-        after = ok[0] - before
-    finally:
-        stop.set()
-        svc.proc.send_signal(signal.SIGTERM)
-        svc.proc.wait(60)
-    print(f"replica killed under load (c={concurrency}): {len(failed)} failed ({failed}), {after} ok after the kill")
-    assert after > 100, "the service did not keep serving after losing a replica"
-    assert len(failed) <= concurrency, failed
