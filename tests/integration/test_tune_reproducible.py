@@ -14,11 +14,11 @@ SPACE = {"max_depth": {"randint": [1, 8]}, "eta": {"loguniform": [0.01, 0.5]}}
 
 
 def _config(small_config, **tune):
-    t = {"enabled": True, "num_samples": 8, "max_concurrent_trials": 2, "scheduler": "asha", "search_space": SPACE}
+    t = {"enabled": True, "num_samples": 6, "max_concurrent_trials": 2, "scheduler": "asha", "search_space": SPACE}
     t.update(tune)
     data = small_config(rows=2500).data.model_dump(mode="json")
     return config_from_dict(
-        {"data": data, "registry": {"model_name": "tune-repro"}, "model": {"num_boost_round": 100}, "tune": t}
+        {"data": data, "registry": {"model_name": "tune-repro"}, "model": {"num_boost_round": 48}, "tune": t}
     )
 
 
@@ -45,7 +45,7 @@ def test_asha_keeps_the_same_trials_and_winner_at_any_concurrency(ray_session, s
     )
     assert (two.extra["max_concurrent_trials"], one.extra["max_concurrent_trials"]) == (2, 1)
     # the same configurations, sampled from the seed in trial order
-    expected = sample_configs(parse_search_space(SPACE), 8, cfg.model.seed)
+    expected = sample_configs(parse_search_space(SPACE), 6, cfg.model.seed)
     for res in (two, one):
         assert [t["config"] for t in res.extra["trial_results"]] == expected
     # ASHA did stop trials, and the same ones; the same winner with the same validation metric
