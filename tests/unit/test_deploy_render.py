@@ -159,7 +159,8 @@ def test_serve_config_v2_is_a_string_that_ray_serve_and_the_builder_accept(docs)
     (app,) = serve_config["applications"]
     AppArgs.model_validate(app["args"])
     assert app["args"] == {"config": "/etc/mlops-ray/config.yaml"}
-    assert serve_config["http_options"] == {"host": "0.0.0.0", "port": 8000}  # inside the pod, behind ClusterIP
+    # inside the pod, behind ClusterIP: all interfaces, the config's port
+    assert serve_config["http_options"] == {"host": "0.0.0.0", "port": load_config(EXAMPLE).serve.port}
     assert serve_config["proxy_location"] == "EveryNode"
 
 

@@ -40,7 +40,7 @@ def test_reload_with_a_torn_record_is_a_clean_error(ctx):
 
 def test_reload_of_a_dead_service_removes_its_record(ctx):
     key = service_record_key(_cfg())
-    ctx.state.write_json(key, {"gcs_address": "127.0.0.1:6379", "pid": DEAD_PID, "url": "http://127.0.0.1:8123"})
+    ctx.state.write_json(key, {"gcs_address": "127.0.0.1:46379", "pid": DEAD_PID, "url": "http://127.0.0.1:8123"})
     with pytest.raises(ServiceError, match=f"pid {DEAD_PID}.* is not running"):
         reload_service(ctx, _cfg())
     assert not ctx.state.exists(key)
