@@ -61,8 +61,12 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psutil
+
+if TYPE_CHECKING:
+    from mlops_ray.config import PipelineConfig
 
 REPO = Path(__file__).resolve().parents[1]
 QUICKSTART = REPO / "examples" / "quickstart.yaml"
@@ -293,7 +297,7 @@ def dir_bytes(directory: Path) -> int:
 
 
 # =============================================================================== pandas worker
-def pandas_job(data_dir: Path, job_dir: Path, cfg, ph: Phases) -> dict:
+def pandas_job(data_dir: Path, job_dir: Path, cfg: PipelineConfig, ph: Phases) -> dict:
     """Plain single-process pandas implementation of the whole job."""
     import numpy as np
     import pandas as pd
@@ -393,7 +397,7 @@ def pandas_job(data_dir: Path, job_dir: Path, cfg, ph: Phases) -> dict:
 
 
 # =============================================================================== ray worker
-def ray_job(data_dir: Path, job_dir: Path, cfg, ph: Phases) -> dict:
+def ray_job(data_dir: Path, job_dir: Path, cfg: PipelineConfig, ph: Phases) -> dict:
     from mlops_ray.data.prepare import prepare_snapshot
     from mlops_ray.data.ray_io import write_transformed
     from mlops_ray.workspace import Workspace

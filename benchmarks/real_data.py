@@ -32,9 +32,13 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
+
+if TYPE_CHECKING:
+    from mlops_ray.context import Context
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "real_data.json"
@@ -361,7 +365,7 @@ def write_results(rows: list[dict], seconds: float, path: Path = RESULTS) -> Non
 
 
 # ------------------------------------------------------------------ the mlops-ray path
-def run_case(ctx, case: Case, root: Path) -> dict:
+def run_case(ctx: Context, case: Case, root: Path) -> dict:
     """Prepare both copies, check they hold the same content, train + promote one; compare."""
     from mlops_ray.config import TrainingSpec
     from mlops_ray.data.prepare import prepare_snapshot

@@ -20,6 +20,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mlops_ray.config import PipelineConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -80,7 +84,7 @@ def plain_xgboost(snapshot, rounds: int, nthread: int = 2) -> dict:
     return {"wall_s": t2 - t0, "train_only_s": t2 - t1, "auc": auc}
 
 
-def mlops_mode(cfg, snapshot, plan, workdir: Path, rounds: int) -> dict:
+def mlops_mode(cfg: PipelineConfig, snapshot, plan, workdir: Path, rounds: int) -> dict:
     from mlops_ray.data.splits import load_split
     from mlops_ray.model.metrics import compute_metrics
     from mlops_ray.train.xgboost_trainer import fit_xgboost

@@ -13,10 +13,15 @@ import os
 import re
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from mlops_ray.errors import ConfigError, MlopsRayError
+
+if TYPE_CHECKING:
+    from mlops_ray.config import PipelineConfig
+    from mlops_ray.context import Context
 
 _FIX_STORAGE = "or set MLOPS_RAY_HOME to a workspace on a writable disk with free space, then run the command again"
 
@@ -129,7 +134,7 @@ def _parse_fractions(text: str) -> dict[str, float]:
     "(default: into <workspace>/logs/, named at the end of the command).",
 )
 @click.pass_context
-def main(ctx, verbose):
+def main(ctx: click.Context, verbose):
     """mlops-ray: raw tabular data to a monitored model service on Ray."""
     try:  # a Ray / MLflow whose internals mlops-ray was not verified against: one line, before any command
         from mlops_ray import compat
@@ -322,14 +327,14 @@ def _load(config_path):
     return load_config(config_path)
 
 
-def _context(cfg=None):
+def _context(cfg: PipelineConfig | None = None):
     """The one Context of this CLI invocation (workspace from $MLOPS_RAY_HOME, MLflow from the config)."""
     from mlops_ray.context import Context
 
     return Context.create(cfg)
 
 
-def _snapshot_for(ctx, cfg, snapshot_ref: str | None, config_label: str | None = None):
+def _snapshot_for(ctx: Context, cfg: PipelineConfig, snapshot_ref: str | None, config_label: str | None = None):
     """The named snapshot, or (CLI convenience) the config's data prepared now, reused when unchanged."""
     if snapshot_ref:
         return ctx.snapshots.find(snapshot_ref)
@@ -525,7 +530,7 @@ def predict_cmd(config_path, input_path, output_dir, model_uri):
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="Pipeline YAML.")
 @click.pass_context
 @_friendly
-def serve_group(ctx, config_path):
+def serve_group(ctx: click.Context, config_path):
     """Run the model service in the foreground (Ray Serve) until Ctrl-C / SIGTERM."""
     if ctx.invoked_subcommand is not None:
         ctx.obj = config_path
@@ -566,7 +571,7 @@ def drift_group():
     """Data, prediction and model drift (PSI against the reference bins frozen at training)."""
 
 
-def _drift_output(ctx, ev: dict, fmt: str, out: str | None, stem: str, fail_on: str | None) -> None:
+def _drift_output(ctx: Context, ev: dict, fmt: str, out: str | None, stem: str, fail_on: str | None) -> None:
     from datetime import datetime, timezone
 
     from mlops_ray.drift.psi import SEVERITY

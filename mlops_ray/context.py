@@ -21,12 +21,15 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlops_ray.data.snapshot import SnapshotStore
 from mlops_ray.registry import tracking
 from mlops_ray.state import LocalStateStore, StateStore
 from mlops_ray.workspace import Workspace, get_workspace
+
+if TYPE_CHECKING:
+    from mlops_ray.config import PipelineConfig
 
 DEFAULT_EXPERIMENT = "mlops-ray"
 
@@ -43,7 +46,9 @@ class Context:
     _state: StateStore | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
-    def create(cls, cfg=None, *, workspace: Workspace | str | os.PathLike | None = None) -> "Context":
+    def create(
+        cls, cfg: PipelineConfig | None = None, *, workspace: Workspace | str | os.PathLike | None = None
+    ) -> "Context":
         """Context for a pipeline config (its ``mlflow`` section) in ``workspace``.
 
         ``workspace=None`` reads ``$MLOPS_RAY_HOME`` (default ``./.mlops``): call this only at an

@@ -23,12 +23,17 @@ import shutil
 import time
 import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mlops_ray.data.sources import SourceFiles
 from mlops_ray.errors import SchemaError
+
+if TYPE_CHECKING:
+    from mlops_ray.config import PipelineConfig
+    from mlops_ray.context import Context
 
 CHECK_BATCH_ROWS = 131_072
 
@@ -216,8 +221,8 @@ def _publish(staging: Path, out: Path) -> None:
 
 
 def predict_files(
-    ctx,
-    cfg,
+    ctx: Context,
+    cfg: PipelineConfig,
     input_path: str,
     output_dir: str,
     model_uri: str | None = None,
@@ -254,7 +259,17 @@ def predict_files(
     return manifest
 
 
-def _score(ctx, cfg, src, staging: Path, name: str, version: str, alias: str, batch_size: int, max_actors: int):
+def _score(
+    ctx: Context,
+    cfg: PipelineConfig,
+    src,
+    staging: Path,
+    name: str,
+    version: str,
+    alias: str,
+    batch_size: int,
+    max_actors: int,
+):
     import ray.data
 
     from mlops_ray.data.fingerprint import FingerprintPartial

@@ -15,11 +15,15 @@ from __future__ import annotations
 
 import dataclasses
 import pickle
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 import pyarrow as pa
 
 from mlops_ray.data.sources import SourceFiles, iter_batches
+
+C = TypeVar("C")  # the per-pass context handed to every batch function
+R = TypeVar("R")
 
 UNIT_ROWS = 524_288  # rows per work unit when a Parquet file is split by row groups
 
@@ -70,7 +74,9 @@ def iter_unit(unit: WorkUnit, id_column: str | None, batch_size: int) -> Iterato
                 yield pa.Table.from_batches([rb])
 
 
-def map_units(units: list, fn, ctx, batch_size: int, id_column: str | None = None) -> Iterator:
+def map_units(
+    units: list, fn: Callable[[pa.Table, C], R], ctx: C, batch_size: int, id_column: str | None = None
+) -> Iterator[R]:
     """Run ``fn(batch, ctx)`` over every batch of every unit in one streaming Ray Data pass.
 
     Yields ``fn``'s results (any picklable object) as units finish.
@@ -96,7 +102,7 @@ def map_units(units: list, fn, ctx, batch_size: int, id_column: str | None = Non
             yield pickle.loads(blob)
 
 
-def _fingerprint_batch(table: pa.Table, ctx):
+def _fingerprint_batch(table: pa.Table, ctx: None):
     from mlops_ray.data.fingerprint import fingerprint_partial
 
     return fingerprint_partial(table)

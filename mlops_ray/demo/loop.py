@@ -23,7 +23,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mlops_ray.config import PipelineConfig
+    from mlops_ray.context import Context
 
 
 @dataclass
@@ -116,8 +120,8 @@ class LoopResult:
 
 
 def closed_loop(
-    ctx,
-    cfg,
+    ctx: Context,
+    cfg: PipelineConfig,
     *,
     echo: Callable[[str], None] = print,
     new_rows: int = 6000,
@@ -233,7 +237,7 @@ def print_loop(res: LoopResult, echo: Callable[[str], None] = print) -> None:
     )
 
 
-def run_loop_demo(ctx, cfg, *, echo: Callable[[str], None] = print, **kw) -> LoopResult:
+def run_loop_demo(ctx: Context, cfg: PipelineConfig, *, echo: Callable[[str], None] = print, **kw) -> LoopResult:
     """Serve the champion (a pipeline run first when there is none), run the loop, stop the service."""
     from mlops_ray.pipeline.run import run_pipeline
     from mlops_ray.registry import tracking

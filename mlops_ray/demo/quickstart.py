@@ -10,9 +10,13 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from mlops_ray.pipeline import stages
+
+if TYPE_CHECKING:
+    from mlops_ray.config import PipelineConfig
+    from mlops_ray.context import Context
 
 
 def bundled_config_path() -> Path:
@@ -23,7 +27,7 @@ def bundled_config_path() -> Path:
 class QuickstartPrinter:
     """Turns the sample-data stage's event into the quickstart's first console line."""
 
-    def __init__(self, cfg, echo: Callable[[str], None] = print):
+    def __init__(self, cfg: PipelineConfig, echo: Callable[[str], None] = print):
         self.cfg, self.echo = cfg, echo
 
     def __call__(self, event: str, info: dict) -> None:
@@ -36,7 +40,9 @@ class QuickstartPrinter:
                 self.echo(f"[1/6] sample data: using existing {info['path']}")
 
 
-def run_quickstart(ctx, cfg, config_label: str, echo: Callable[[str], None] = print, engine: str = "ray"):
+def run_quickstart(
+    ctx: Context, cfg: PipelineConfig, config_label: str, echo: Callable[[str], None] = print, engine: str = "ray"
+):
     """sample data -> one pipeline run -> serve and answer -> drift demonstration -> the loop closing once.
 
     Returns the pipeline result of the first run and the closed loop's result.
@@ -84,7 +90,7 @@ def run_quickstart(ctx, cfg, config_label: str, echo: Callable[[str], None] = pr
     return res, loop
 
 
-def _pipeline_summary(ctx, cfg, res, echo) -> None:
+def _pipeline_summary(ctx: Context, cfg: PipelineConfig, res, echo) -> None:
     prep = res.step("prepare").outputs
     echo(f"  snapshot {prep['dataset']}/{prep['snapshot_id']}  fingerprint: {prep['fingerprint']}")
     echo("  rows per split: " + ", ".join(f"{k} {v}" for k, v in prep["rows"].items()))
@@ -100,7 +106,14 @@ def _pipeline_summary(ctx, cfg, res, echo) -> None:
     echo(f"  pipeline run {res.run_id} in {res.seconds:.1f}s; MLflow parent run {res.mlflow_run_id}")
 
 
-def drift_demo(ctx, cfg, url: str, config_label: str, echo: Callable[[str], None] = print, rows: int = 1200) -> dict:
+def drift_demo(
+    ctx: Context,
+    cfg: PipelineConfig,
+    url: str,
+    config_label: str,
+    echo: Callable[[str], None] = print,
+    rows: int = 1200,
+) -> dict:
     """Send ``rows`` fresh in-distribution rows then ``rows`` drifted rows; print the windows and a report."""
     import time
 

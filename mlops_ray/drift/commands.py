@@ -9,14 +9,18 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlops_ray.drift.offline import compare
 from mlops_ray.drift.reference import DriftReference, limits_of
 from mlops_ray.errors import ConfigError, MlopsRayError
 
+if TYPE_CHECKING:
+    from mlops_ray.config import PipelineConfig
+    from mlops_ray.context import Context
 
-def model_reference(ctx, cfg, model_uri: str | None = None):
+
+def model_reference(ctx: Context, cfg: PipelineConfig, model_uri: str | None = None):
     """(DriftReference, TabularModel, context) of a registered model version."""
     from mlops_ray.registry import tracking
     from mlops_ray.registry.promotion import resolve_model_uri
@@ -30,14 +34,14 @@ def model_reference(ctx, cfg, model_uri: str | None = None):
     return ref, model, {"model": name, "model_version": version, "reference_snapshot": model.meta.get("snapshot_id")}
 
 
-def snapshot_reference(ctx, cfg, snapshot_ref: str):
+def snapshot_reference(ctx: Context, cfg: PipelineConfig, snapshot_ref: str):
     """(DriftReference, context) of a data snapshot (id, prefix or NAME@latest)."""
     snap = ctx.snapshots.find(snapshot_ref)
     return DriftReference.from_stats(snap.reference_stats(), cfg.data.task), {"reference_snapshot": snap.id}
 
 
 def compare_data(
-    ctx, cfg, current: str, *, snapshot: str | None = None, model_uri: str | None = None
+    ctx: Context, cfg: PipelineConfig, current: str, *, snapshot: str | None = None, model_uri: str | None = None
 ) -> dict[str, Any]:
     """The drift evaluation of the data at ``current`` (streamed) against a model's or a snapshot's reference."""
     if snapshot and model_uri:
@@ -53,11 +57,11 @@ def compare_data(
     return compare(ref, current, limits_of(cfg.drift), score=score if ref.prediction else None, **context)
 
 
-def service_url(cfg, url: str | None = None) -> str:
+def service_url(cfg: PipelineConfig, url: str | None = None) -> str:
     return url.rstrip("/") if url else cfg.serve.url
 
 
-def fetch_report(cfg, url: str | None = None, timeout: float = 15.0) -> dict[str, Any]:
+def fetch_report(cfg: PipelineConfig, url: str | None = None, timeout: float = 15.0) -> dict[str, Any]:
     """``GET /drift`` of the running service.
 
     Raises:

@@ -90,7 +90,7 @@ def _split_spec(mv) -> SplitSpec:
         ) from None
 
 
-def score_version(ctx, name: str, version: str, frame, y, task: str, metric: str) -> float:
+def score_version(ctx: Context, name: str, version: str, frame, y, task: str, metric: str) -> float:
     """Load ``models:/name/version`` and compute ``metric`` on raw rows (preprocessing included)."""
     import numpy as np
 

@@ -34,11 +34,14 @@ import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 from mlops_ray.config import tracking_uri_problem
 from mlops_ray.data.owner import ProcessOwner
 from mlops_ray.errors import ConfigError, MlopsRayError, RegistryLockedError, TrackingError
+
+if TYPE_CHECKING:
+    from mlops_ray.context import Context
 
 log = logging.getLogger(__name__)
 ALIAS_EVENT_PREFIX = "mlops_ray.alias_event."
@@ -273,7 +276,7 @@ def fail_dead_runs(client, experiment_id: str) -> list[str]:
 
 
 @contextmanager
-def run(ctx, run_name: str, *, nested: bool = False, tags: dict | None = None) -> Iterator[Any]:
+def run(ctx: Context, run_name: str, *, nested: bool = False, tags: dict | None = None) -> Iterator[Any]:
     """An MLflow run in ``ctx``'s store and experiment; the fluent log functions below write to it.
 
     The run is tagged with this process (host, pid); a top-level run first marks runs left

@@ -19,6 +19,7 @@ import asyncio
 import logging
 import os
 import time
+from typing import TYPE_CHECKING
 
 import numpy as np
 from fastapi import FastAPI, Request
@@ -50,6 +51,10 @@ from mlops_ray.serve.schema import (
 )
 from mlops_ray.serve.serve_config import DEPLOYMENT, deployment_options
 from mlops_ray.state import LocalStateStore
+
+if TYPE_CHECKING:
+    from mlops_ray.config import PipelineConfig
+    from mlops_ray.context import Context
 
 log = logging.getLogger("mlops_ray.serve")
 
@@ -348,7 +353,7 @@ class ModelServer:
         return {"swapped": swapped, "model_version": self.current.version if self.current else None}
 
 
-def build_from_config(ctx, cfg, **user_config):
+def build_from_config(ctx: "Context", cfg: "PipelineConfig", **user_config):
     """The Serve application for a pipeline config in ``ctx``'s registry."""
     settings = ServeSettings.from_config(cfg, ctx.tracking_uri, ctx.workspace.root)
     return ModelServer.options(**deployment_options(cfg), user_config=user_config or None).bind(settings)

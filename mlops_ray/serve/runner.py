@@ -7,13 +7,18 @@ import signal
 import threading
 import time
 import uuid
+from typing import TYPE_CHECKING
 
 import httpx
 
 from mlops_ray.serve.serve_config import APP_NAME
 
+if TYPE_CHECKING:
+    from mlops_ray.config import PipelineConfig
+    from mlops_ray.context import Context
 
-def service_url(cfg) -> str:
+
+def service_url(cfg: PipelineConfig) -> str:
     return cfg.serve.url
 
 
@@ -33,7 +38,7 @@ def wait_healthy(url: str, timeout_s: float = 120.0) -> dict:
     raise TimeoutError(f"service at {url} not healthy after {timeout_s:.0f}s: {last}")
 
 
-def service_record_key(cfg) -> str:
+def service_record_key(cfg: PipelineConfig) -> str:
     """The state key (``ctx.state``) where a running ``mlops-ray serve`` records its cluster, so later
     commands find *that* cluster: ``{"gcs_address", "pid", "url"}``."""
     return f"run/serve-{cfg.serve.port}.json"
@@ -54,7 +59,7 @@ def _check_port_free(host: str, port: int) -> None:
             ) from None
 
 
-def start_service(ctx, cfg, *, timeout_s: float = 180.0) -> str:
+def start_service(ctx: Context, cfg: PipelineConfig, *, timeout_s: float = 180.0) -> str:
     """Deploy the app on the current (or a new local) Ray cluster; returns the base URL once healthy."""
     import ray
     from ray import serve
@@ -85,7 +90,7 @@ def start_service(ctx, cfg, *, timeout_s: float = 180.0) -> str:
     return url
 
 
-def reload_service(ctx, cfg) -> None:
+def reload_service(ctx: Context, cfg: PipelineConfig) -> None:
     """Make every replica of the running service check the registry now (a user_config change
     reconfigures replicas in place). Joins the cluster that ``mlops-ray serve`` recorded for this
     config's port in the workspace, never "whatever cluster the host has"."""
@@ -137,7 +142,7 @@ def _hard_exit(code: int = 130) -> None:
     os._exit(code)
 
 
-def serve_forever(ctx, cfg, echo=print, *, shutdown_timeout_s: float = 4.0) -> None:
+def serve_forever(ctx: Context, cfg: PipelineConfig, echo=print, *, shutdown_timeout_s: float = 4.0) -> None:
     """Run the service in the foreground until Ctrl-C or SIGTERM, then shut down what we started.
 
     The first signal starts a shutdown bounded by ``shutdown_timeout_s`` (then the cluster is

@@ -11,8 +11,12 @@ import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mlops_ray.errors import ReproduceError, SnapshotNotFoundError
+
+if TYPE_CHECKING:
+    from mlops_ray.context import Context
 
 
 @dataclass
@@ -27,7 +31,7 @@ class Comparison:
         return all(a == b for _, a, b in self.rows)
 
 
-def reproduce_run(ctx, run_id: str, *, allow_code_change: bool = False) -> Comparison:
+def reproduce_run(ctx: Context, run_id: str, *, allow_code_change: bool = False) -> Comparison:
     """Re-train ``run_id`` from what it logged, in ``ctx``'s workspace and store; compare metrics."""
     import yaml
 
