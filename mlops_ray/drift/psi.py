@@ -22,13 +22,26 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Iterable
+from enum import StrEnum
 
 import numpy as np
 
 EPSILON = 1e-4
 
-OK, WARN, ALERT, INSUFFICIENT = "ok", "warn", "alert", "insufficient"
-SEVERITY = {INSUFFICIENT: -1, OK: 0, WARN: 1, ALERT: 2}
+
+class DriftStatus(StrEnum):
+    """The verdict on one feature or one window (a str: compares, hashes and serialises -- JSON,
+    checkpoints, HTTP, the CLI's ``--fail-on`` -- as ``"ok"``, ...)."""
+
+    OK = "ok"
+    WARN = "warn"  # at least psi_warn and above chance
+    ALERT = "alert"  # at least psi_alert and above chance
+    INSUFFICIENT = "insufficient"  # fewer than min_rows rows: nothing judged
+
+
+OK, WARN, ALERT, INSUFFICIENT = DriftStatus.OK, DriftStatus.WARN, DriftStatus.ALERT, DriftStatus.INSUFFICIENT
+SEVERITY = {INSUFFICIENT: -1, OK: 0, WARN: 1, ALERT: 2}  # also looked up by plain strings read back from JSON
 
 
 def floor_for(values) -> float:
@@ -83,7 +96,7 @@ def _chi2_isf(p: float, df: int) -> float:
     return float(chi2.isf(p, df))
 
 
-def fixed_status(value: float, psi_warn: float, psi_alert: float) -> str:
+def fixed_status(value: float, psi_warn: float, psi_alert: float) -> DriftStatus:
     if value >= psi_alert:
         return ALERT
     if value >= psi_warn:
@@ -91,7 +104,9 @@ def fixed_status(value: float, psi_warn: float, psi_alert: float) -> str:
     return OK
 
 
-def verdict(value: float, threshold: float, rows: int, *, psi_warn: float, psi_alert: float, min_rows: int) -> str:
+def verdict(
+    value: float, threshold: float, rows: int, *, psi_warn: float, psi_alert: float, min_rows: int
+) -> DriftStatus:
     """ok | warn | alert | insufficient: the fixed band, kept only where PSI is above chance."""
     if rows < min_rows:
         return INSUFFICIENT
@@ -99,9 +114,10 @@ def verdict(value: float, threshold: float, rows: int, *, psi_warn: float, psi_a
     return band if value > threshold else OK
 
 
-def worst(statuses) -> str:
-    """The most severe status (insufficient when there is nothing to judge)."""
-    return max(statuses, key=SEVERITY.__getitem__, default=INSUFFICIENT)
+def worst(statuses: Iterable[str]) -> DriftStatus:
+    """The most severe status (insufficient when there is nothing to judge); plain strings read
+    back from JSON count as their members."""
+    return DriftStatus(max(statuses, key=SEVERITY.__getitem__, default=INSUFFICIENT))
 
 
 __all__ = [
@@ -109,7 +125,9 @@ __all__ = [
     "EPSILON",
     "INSUFFICIENT",
     "OK",
+    "SEVERITY",
     "WARN",
+    "DriftStatus",
     "chance_threshold",
     "effective_bins",
     "fixed_status",

@@ -99,6 +99,46 @@ def test_verdict_needs_band_and_chance_and_rows():
     assert P.worst([]) == P.INSUFFICIENT
 
 
+def test_statuses_are_an_enum_that_serialises_as_before():
+    """``DriftStatus`` members are the old strings: equal to them, hashed as them, and written
+    byte-for-byte as them (JSON, orjson, checkpoints, the text report, Prometheus' severity)."""
+    import json
+    import pickle
+
+    import orjson
+
+    from mlops_ray.drift.render import format_json
+
+    assert [m.value for m in P.DriftStatus] == ["ok", "warn", "alert", "insufficient"]
+    assert (P.OK, P.WARN, P.ALERT, P.INSUFFICIENT) == tuple(P.DriftStatus)
+    assert all(isinstance(m, str) and m == m.value and f"{m}" == str(m) == m.value for m in P.DriftStatus)
+    kw = {"psi_warn": 0.1, "psi_alert": 0.25, "min_rows": 500}
+    assert type(P.verdict(0.3, 0.05, 1000, **kw)) is P.DriftStatus
+    assert type(P.fixed_status(0.0, 0.1, 0.25)) is P.DriftStatus
+    assert P.worst(["ok", "alert"]) is P.ALERT  # plain strings read back from a checkpoint
+    assert P.worst([]) is P.INSUFFICIENT
+    assert P.SEVERITY["warn"] == P.SEVERITY[P.WARN] == 1 and P.DriftStatus("alert") is P.ALERT
+    assert pickle.loads(pickle.dumps(P.ALERT)) is P.ALERT
+
+    rng = np.random.default_rng(1)
+    ref = DriftReference.from_stats(make_stats())
+    ev = evaluate(ref, ref.count(sample(rng, 2000, shift=10, cat_p=(0.1, 0.2, 0.7))), **LIMITS)
+    assert type(ev["status"]) is P.DriftStatus and all(type(f["status"]) is P.DriftStatus for f in ev["features"])
+
+    def plain(obj):  # the same evaluation as it was before: every status a str
+        if isinstance(obj, dict):
+            return {k: plain(v) for k, v in obj.items()}
+        if isinstance(obj, list):
+            return [plain(v) for v in obj]
+        return str(obj) if isinstance(obj, P.DriftStatus) else obj
+
+    old = plain(ev)
+    assert type(old["status"]) is str
+    assert json.dumps(ev) == json.dumps(old)
+    assert orjson.dumps(ev, option=orjson.OPT_SERIALIZE_NUMPY) == orjson.dumps(old, option=orjson.OPT_SERIALIZE_NUMPY)
+    assert format_json(ev) == format_json(old)
+
+
 # ----------------------------------------------------------------------------------- counting
 def test_reference_counts_bins_and_missing():
     ref = DriftReference.from_stats(make_stats())
