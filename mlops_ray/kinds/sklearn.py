@@ -14,34 +14,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mlops_ray.model.kinds import ModelKind
+from mlops_ray.model.kinds import SklearnApiKind
 
 if TYPE_CHECKING:
     from mlops_ray.config import ModelConfig
 
 
-class SklearnKind(ModelKind):
+class SklearnKind(SklearnApiKind):  # model side: joblib file, predict_proba / predict
     name = "sklearn"
-    model_file = "model.joblib"
-    packages = ("scikit-learn", "joblib")
     distributed = False
-
-    # ------------------------------------------------------------ model side
-    def load(self, path: str):
-        import joblib
-
-        return joblib.load(path)
-
-    def save(self, estimator, path: str) -> None:
-        import joblib
-
-        joblib.dump(estimator, path)
-
-    def raw_scores(self, estimator, x: np.ndarray, task: str) -> np.ndarray:
-        if task == "regression":
-            return np.asarray(estimator.predict(x), dtype=np.float64)
-        prob = np.asarray(estimator.predict_proba(x))
-        return prob[:, 1] if task == "binary" else prob
 
     # ------------------------------------------------------------ config
     def config_problems(self, model_cfg: ModelConfig) -> list[str]:

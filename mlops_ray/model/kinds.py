@@ -145,6 +145,31 @@ class ModelKind:
         return f"<ModelKind {self.name!r} ({self.ref})>"
 
 
+class SklearnApiKind(ModelKind):
+    """The model side of any estimator with the scikit-learn API: saved with joblib (``model.joblib``),
+    scored with ``predict_proba`` (classification: P(1) for binary, every class for multiclass) or
+    ``predict`` (regression). A kind for such an estimator subclasses this and adds its train side."""
+
+    model_file: ClassVar[str] = "model.joblib"
+    packages: ClassVar[tuple[str, ...]] = ("scikit-learn", "joblib")
+
+    def load(self, path: str) -> Any:
+        import joblib
+
+        return joblib.load(path)
+
+    def save(self, estimator: Any, path: str) -> None:
+        import joblib
+
+        joblib.dump(estimator, path)
+
+    def raw_scores(self, estimator: Any, x: np.ndarray, task: str) -> np.ndarray:
+        if task == "regression":
+            return np.asarray(estimator.predict(x), dtype=np.float64)
+        prob = np.asarray(estimator.predict_proba(x))
+        return prob[:, 1] if task == "binary" else prob
+
+
 # ------------------------------------------------------------------ registry
 # Built-in kinds, one line each: name -> "module:attribute" (a ModelKind subclass or instance).
 BUILTIN_KINDS: dict[str, str] = {
