@@ -48,11 +48,37 @@ _CHOSEN_PORTS: set[str] = set()  # SERVE_PORT_ENV variables this process set its
 _HAPROXY_DIR_RE = re.compile(r"/" + re.escape(HAPROXY_DIR_PREFIX) + r"(\d+)/")
 
 
-def free_ports(n: int) -> list[int]:
-    """``n`` distinct free TCP ports on loopback (bound together, so never the same one twice)."""
-    socks = []
+def _ephemeral_range() -> tuple[int, int]:
     try:
-        for _ in range(n):
+        lo, hi = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+        return lo, hi
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct free TCP ports on loopback (bound together, so never the same one twice).
+
+    Chosen below the kernel's ephemeral range when possible: these ports are bound later by another
+    process (HAProxy, the fallback proxy), and a port from the ephemeral range can be taken in between
+    as the local port of any outgoing connection (a CI run lost HAProxy's metrics port that way).
+    """
+    import random
+
+    lo = _ephemeral_range()[0]
+    socks: list[socket.socket] = []
+    try:
+        tries = 0
+        while len(socks) < n and tries < 50 * n and lo > 10_000:
+            tries += 1
+            s = socket.socket()
+            try:
+                s.bind((LOOPBACK, random.randint(10_000, lo - 1)))
+            except OSError:
+                s.close()
+                continue
+            socks.append(s)
+        while len(socks) < n:  # fall back to the kernel's choice
             s = socket.socket()
             s.bind((LOOPBACK, 0))
             socks.append(s)
