@@ -24,8 +24,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlops_ray.data.snapshot import SnapshotStore
+from mlops_ray.errors import ConfigError
 from mlops_ray.registry import tracking
-from mlops_ray.state import LocalStateStore, StateStore
+from mlops_ray.state import StateStore
 from mlops_ray.workspace import Workspace, get_workspace
 
 if TYPE_CHECKING:
@@ -55,9 +56,11 @@ class Context:
         entry point.
         """
         ws = workspace if isinstance(workspace, Workspace) else get_workspace(workspace)
-        if cfg is None:
-            return cls(ws, ws.mlflow_tracking_uri)
-        return cls(ws, cfg.mlflow.resolved_tracking_uri(ws), cfg.mlflow.experiment)
+        try:
+            uri = cfg.mlflow.resolved_tracking_uri(ws) if cfg is not None else ws.mlflow_tracking_uri
+        except ConfigError:  # a URI workspace with no tracking server: fails when MLflow is used, not before
+            uri = ""
+        return cls(ws, uri) if cfg is None else cls(ws, uri, cfg.mlflow.experiment)
 
     # ----------------------------------------------------------------- stores
     @property
@@ -68,13 +71,15 @@ class Context:
     def state(self) -> StateStore:
         """Shared state (locks, step cache, histories, checkpoints, service records) of this workspace."""
         if self._state is None:
-            self._state = LocalStateStore(self.workspace.root)
+            self._state = self.workspace.state_store()
         return self._state
 
     @property
     def client(self):
         """An ``MlflowClient`` bound to this context's store (the experiment is created on first use)."""
         if self._client is None:
+            if not self.tracking_uri:
+                self.workspace.mlflow_tracking_uri  # noqa: B018 - raises the ConfigError saying what to set
             self._client, self._experiment_id = tracking.connect(
                 self.tracking_uri, self.experiment, self.workspace.artifacts
             )

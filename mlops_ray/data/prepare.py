@@ -20,10 +20,8 @@ import json
 import logging
 import os
 import platform
-import shutil
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 import numpy as np
@@ -56,6 +54,7 @@ from mlops_ray.data.validate import (
 )
 from mlops_ray.data.xxh64 import xxh64_arrow
 from mlops_ray.errors import DataValidationError
+from mlops_ray.storage import Location
 from mlops_ray.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -118,12 +117,12 @@ def process_batch(table: pa.Table, ctx: BatchContext) -> BatchResult:
             continue
         sub = clean.filter(pa.array(mask))
         if ctx.staging is not None:
-            out = Path(ctx.staging) / SPLITS / name
-            out.mkdir(parents=True, exist_ok=True)
+            # A local directory or an object-store prefix: this runs in Ray tasks on any node.
+            out = (Location.of(ctx.staging) / SPLITS / name).mkdir()
             # Content-named: a retried task rewrites the same file instead of adding rows.
             part = out / f"part-{fp.hexdigest()[:20]}.parquet"
             try:
-                pq.write_table(sub, part, compression="snappy")
+                pq.write_table(sub, part.path, filesystem=part.fs, compression="snappy")
             except OSError as err:  # pyarrow's errors (e.g. ENOSPC) do not name the file
                 if err.errno is None or err.filename:
                     raise
@@ -193,19 +192,26 @@ def _duplicate_problem(result: BatchResult, src: SourceFiles, spec: DataSpec, sa
     return [f"id {spec.id_column!r}: {len(real)} duplicated id value(s); e.g. {shown}"]
 
 
+FINGERPRINT_CACHE = "cache/source_fingerprints.json"  # state-store key: {source stat key: fingerprint}
+
+
 def fingerprint_cache_get(ws: Workspace, key: str) -> str | None:
-    p = ws.root / "cache" / "source_fingerprints.json"
-    if not p.is_file():
-        return None
-    return json.loads(p.read_text()).get(key)
+    cache = ws.state_store().read_json(FINGERPRINT_CACHE, {})
+    return cache.get(key) if isinstance(cache, dict) else None
 
 
 def fingerprint_cache_put(ws: Workspace, key: str, digest: str) -> None:
-    d = ws.ensure("cache")
-    p = d / "source_fingerprints.json"
-    cache = json.loads(p.read_text()) if p.is_file() else {}
-    cache[key] = digest
-    write_json(p, cache)
+    """Record ``digest`` for ``key`` (compare-and-set: concurrent prepares of other sources keep theirs)."""
+    store = ws.state_store()
+    for _ in range(20):
+        raw = store.read_bytes(FINGERPRINT_CACHE)
+        try:
+            cache = json.loads(raw) if raw else {}
+        except ValueError:
+            cache = {}
+        cache = {**(cache if isinstance(cache, dict) else {}), key: digest}
+        if store.compare_and_set(FINGERPRINT_CACHE, raw, json.dumps(cache, indent=1).encode()):
+            return
 
 
 Runner = Callable[[SourceFiles, BatchContext, int], Iterable[BatchResult]]
@@ -276,7 +282,7 @@ def prepare_snapshot(
     store = SnapshotStore(ws)
     notes = store.remove_stale_staging()
     d = data
-    src = list_source(source if source is not None else d.resolved_source(ws.root), d.format)
+    src = list_source(source if source is not None else d.resolved_source(ws.location), d.format)
     schema = read_schema(src, d.id_column)
     spec = resolve_spec(schema, d)
     notes += _inference_warnings(src, schema, spec, d)
@@ -316,15 +322,15 @@ def prepare_snapshot(
         fingerprint_cache_put(ws, src.stat_key(), digest)
         existing = store.get(d.name, sid)
         if existing is not None:
-            shutil.rmtree(staging, ignore_errors=True)
+            staging.rmtree()
             return _reuse(existing, t0, notes, "identical content already prepared")
 
         pre = Preprocessor.fit(total.train, spec.categorical, d.preprocessing.numeric, d.preprocessing.categorical)
-        pre.save(staging / PREPROCESSOR)
+        (staging / PREPROCESSOR).write_text(pre.to_json())
         ref = reference_statistics(total.train, spec.categorical, d.reference_bins)
         write_json(staging / REFERENCE, ref)
-        for name in d.split.fractions:  # every split gets a directory, even when empty
-            (staging / SPLITS / name).mkdir(parents=True, exist_ok=True)
+        for name in d.split.fractions:  # every split gets a directory, even when empty (where directories exist)
+            (staging / SPLITS / name).mkdir()
         manifest = {
             "snapshot_id": sid,
             "name": d.name,
@@ -348,5 +354,5 @@ def prepare_snapshot(
             return _reuse(snap, t0, notes, "identical content prepared concurrently")
         return PrepareResult(snap, False, time.perf_counter() - t0, notes)
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        staging.rmtree()
         raise

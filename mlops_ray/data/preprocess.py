@@ -180,8 +180,11 @@ class Preprocessor:
             add_missing_indicator=d["add_missing_indicator"],
         )
 
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=1, allow_nan=True)
+
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=1, allow_nan=True))
+        Path(path).write_text(self.to_json())
 
     @classmethod
     def load(cls, path: str | Path) -> "Preprocessor":

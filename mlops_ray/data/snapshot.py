@@ -19,6 +19,12 @@ is there. Training, tuning, reproduction and snapshot reuse verify first.
 
 A staging directory holds an owner record (host, pid) while it is written, so the next
 prepare can remove staging directories whose writer was killed.
+
+The datasets directory is a :class:`~mlops_ray.storage.Location`: local, or on an object store when
+the workspace is a URI (``s3://bucket/prefix``). There a snapshot is published by copying the
+staging files server-side and writing the manifest **last**; a snapshot directory without a
+manifest is invisible to readers (see :meth:`~mlops_ray.storage.Location.publish_dir`). Split
+files are then ``s3://...`` URIs that ``pyarrow`` and Ray Data read from any node.
 """
 
 from __future__ import annotations
@@ -26,7 +32,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -36,6 +41,7 @@ from typing import Any
 
 from mlops_ray.data.owner import ProcessOwner
 from mlops_ray.errors import SnapshotCorruptError, SnapshotNotFoundError
+from mlops_ray.storage import Location
 from mlops_ray.workspace import Workspace
 
 MANIFEST = "manifest.json"
@@ -52,37 +58,23 @@ LEGACY_STAGING_AGE_S = 3600.0
 _CHUNK = 1 << 20
 
 
-def file_digest(path: Path) -> tuple[int, str]:
-    """(size in bytes, SHA-256 hex) of a file, read in 1 MiB chunks."""
-    h = hashlib.sha256()
-    n = 0
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            n += len(chunk)
-            h.update(chunk)
-    return n, h.hexdigest()
-
-
-def _content_files(root: Path) -> list[str]:
+def _content_files(root: Path | Location) -> list[str]:
     """Relative posix paths of every file under ``root`` except the manifest and a staging owner record."""
-    out = []
-    for p in root.rglob("*"):
-        if p.is_file() or p.is_symlink():
-            rel = p.relative_to(root).as_posix()
-            if rel not in (MANIFEST, STAGING_OWNER):
-                out.append(rel)
-    return sorted(out)
+    return [r for r in Location.of(root).files() if r not in (MANIFEST, STAGING_OWNER)]
 
 
-def _digests(root: Path, rels: list[str]) -> list[tuple[int, str]]:
-    """File digests, several files at once (hashlib releases the GIL on large buffers)."""
+def _digests(root: Path | Location, rels: list[str]) -> list[tuple[int, str]]:
+    """File digests, several files at once (hashlib releases the GIL on large buffers; object-store
+    reads overlap)."""
+    loc = Location.of(root)
     if len(rels) < 4:
-        return [file_digest(root / r) for r in rels]
-    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-        return list(pool.map(lambda r: file_digest(root / r), rels))
+        return [(loc / r).digest() for r in rels]
+    workers = min(8, os.cpu_count() or 1) if loc.is_local else 8
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(lambda r: (loc / r).digest(), rels))
 
 
-def record_files(root: Path) -> dict[str, dict[str, Any]]:
+def record_files(root: Path | Location) -> dict[str, dict[str, Any]]:
     """The manifest's ``files`` entry for a complete (staging) snapshot directory."""
     rels = _content_files(root)
     return {r: {"bytes": n, "sha256": h} for r, (n, h) in zip(rels, _digests(root, rels))}
@@ -106,11 +98,9 @@ def snapshot_id(fingerprint: str, spec: dict[str, Any]) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:ID_LENGTH]
 
 
-def write_json(path: Path, obj: Any) -> None:
-    """Write JSON atomically (temp file + rename)."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1, sort_keys=False, default=str))
-    os.replace(tmp, path)
+def write_json(path: Path | Location, obj: Any) -> None:
+    """Write JSON atomically (temp file + rename locally; one PUT on an object store)."""
+    Location.of(path).write_text(json.dumps(obj, indent=1, sort_keys=False, default=str))
 
 
 @dataclass(frozen=True)
@@ -170,10 +160,19 @@ class SnapshotSpec:
 
 @dataclass(frozen=True)
 class Snapshot:
-    """A prepared snapshot on disk."""
+    """A prepared snapshot: its directory (local or on an object store) and manifest."""
 
-    path: Path
+    path: Path | Location  # a Path when local; str() is the path or URI either way
     manifest: dict[str, Any]
+
+    @classmethod
+    def at(cls, where: str | Path | Location, manifest: dict[str, Any]) -> "Snapshot":
+        """The snapshot at a path or URI (as recorded in a run, a model, a task's arguments)."""
+        return cls(_native(Location.of(where)), manifest)
+
+    @property
+    def location(self) -> Location:
+        return Location.of(self.path)
 
     @property
     def id(self) -> str:
@@ -198,20 +197,22 @@ class Snapshot:
     def split_names(self) -> list[str]:
         return list(self.manifest["rows_per_split"])
 
-    def split_dir(self, split: str) -> Path:
+    def split_dir(self, split: str) -> Location:
         if split not in self.manifest["rows_per_split"]:
             raise SnapshotNotFoundError(f"snapshot {self.id} has no split {split!r}; it has {self.split_names}")
-        return self.path / SPLITS / split
+        return self.location / SPLITS / split
 
     def split_files(self, split: str) -> list[str]:
-        """The split's Parquet files; raises SnapshotNotFoundError if the directory has vanished."""
+        """The split's Parquet files (paths, or URIs on an object store); raises SnapshotNotFoundError
+        if the directory has vanished."""
         d = self.split_dir(split)
-        if not d.is_dir():
+        files = [r for r in d.files() if "/" not in r and r.endswith(".parquet")]
+        if not files and not (d.is_local and d.is_dir()) and self.rows(split):
             raise SnapshotNotFoundError(
                 f"snapshot {self.id}: split directory {d} is missing; the snapshot was "
                 "damaged or deleted (re-run 'mlops-ray data prepare')"
             )
-        return sorted(str(p) for p in d.glob("*.parquet"))
+        return [str(d / r) for r in sorted(files)]
 
     def verify(self) -> Verification:
         """Check every recorded file's presence, size and SHA-256, and that no other file is there.
@@ -229,22 +230,33 @@ class Snapshot:
                 f"snapshot {self.name}/{self.id}: no checksums recorded (prepared before mlops-ray recorded "
                 "them); nothing verified. Delete it and prepare again to get checksums",
             )
-        if not self.path.is_dir():
+        present = {}
+        try:  # one listing: sizes of every file (one request per 1,000 keys on an object store)
+            import pyarrow.fs as pafs
+
+            loc = self.location
+            sel = pafs.FileSelector(loc.path, recursive=True, allow_not_found=True)
+            base = loc.path.rstrip("/") + "/"
+            for info in loc.fs.get_file_info(sel):
+                if info.type == pafs.FileType.File and info.path.startswith(base):
+                    present[info.path[len(base) :]] = int(info.size or 0)
+        except OSError:
+            present = {}
+        if not present:
             raise self._corrupt(f"its directory {self.path} is missing")
         # Cheap checks first (presence, size, extra files), then the hashes.
         for rel in sorted(recorded):
-            p = self.path / rel
-            if not p.is_file():
+            if rel not in present:
                 raise self._corrupt(f"file {rel} is missing")
-            size = p.stat().st_size
+            size = present[rel]
             if size != recorded[rel]["bytes"]:
                 raise self._corrupt(f"file {rel} has {size} bytes, the manifest recorded {recorded[rel]['bytes']}")
-        extra = [r for r in _content_files(self.path) if r not in recorded]
+        extra = [r for r in sorted(present) if r not in recorded and r not in (MANIFEST, STAGING_OWNER)]
         if extra:
             more = f" (and {len(extra) - 1} more)" if len(extra) > 1 else ""
             raise self._corrupt(f"unexpected extra file {extra[0]}{more}, not recorded in the manifest")
         rels = sorted(recorded)
-        for rel, (_, digest) in zip(rels, _digests(self.path, rels)):
+        for rel, (_, digest) in zip(rels, _digests(self.location, rels)):
             if digest != recorded[rel]["sha256"]:
                 raise self._corrupt(
                     f"file {rel} content differs from the manifest (sha256 {digest[:16]}..., "
@@ -261,22 +273,25 @@ class Snapshot:
     def preprocessor(self):
         from mlops_ray.data.preprocess import Preprocessor
 
-        return Preprocessor.load(self.path / PREPROCESSOR)
+        return Preprocessor.from_dict(json.loads((self.location / PREPROCESSOR).read_text()))
 
     def reference_stats(self) -> dict[str, Any]:
-        return json.loads((self.path / REFERENCE).read_text())
+        return json.loads((self.location / REFERENCE).read_text())
+
+    def _usage_store(self):
+        """The state store of the dataset's directory: the usage log ``<id>.usage.jsonl`` sits beside
+        the snapshot, appended without loss by any process on any node."""
+        from mlops_ray.state import store_for
+
+        return store_for(self.location.parent.uri)
 
     def record_usage(self, **entry: Any) -> None:
         """Append who used this snapshot (run id, model version, ...) to its usage log."""
         entry.setdefault("at", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
-        with open(self.path.with_name(f"{self.id}.usage.jsonl"), "a", encoding="utf-8") as f:
-            f.write(json.dumps(entry, default=str) + "\n")
+        self._usage_store().append_record(f"{self.id}.usage.jsonl", entry)
 
     def usage(self) -> list[dict[str, Any]]:
-        p = self.path.with_name(f"{self.id}.usage.jsonl")
-        if not p.exists():
-            return []
-        return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
+        return self._usage_store().read_records(f"{self.id}.usage.jsonl")
 
 
 class SnapshotStore:
@@ -286,21 +301,20 @@ class SnapshotStore:
         self.ws = workspace
 
     @property
-    def root(self) -> Path:
-        return self.ws.datasets
+    def root(self) -> Location:
+        return self.ws.shared / "datasets"
 
-    def path_for(self, name: str, sid: str) -> Path:
+    def path_for(self, name: str, sid: str) -> Location:
         return self.root / name / sid
 
     def get(self, name: str, sid: str) -> Snapshot | None:
         p = self.path_for(name, sid)
         m = p / MANIFEST
-        return Snapshot(p, _read_manifest(m)) if m.is_file() else None
+        return Snapshot(_native(p), _read_manifest(m)) if m.is_file() else None
 
-    def new_staging(self, name: str) -> Path:
+    def new_staging(self, name: str) -> Location:
         """A new staging directory holding this process's owner record (see :meth:`remove_stale_staging`)."""
-        staging = self.root / name / f"{STAGING_PREFIX}{uuid.uuid4().hex[:12]}"
-        staging.mkdir(parents=True)
+        staging = (self.root / name / f"{STAGING_PREFIX}{uuid.uuid4().hex[:12]}").mkdir()
         (staging / STAGING_OWNER).write_text(json.dumps(ProcessOwner.current().to_dict()))
         return staging
 
@@ -312,28 +326,25 @@ class SnapshotStore:
         Staging directories of live processes, or of processes on other hosts, are left alone.
         """
         notes: list[str] = []
-        if not self.root.is_dir():
-            return notes
-        for d in sorted(self.root.glob(f"*/{STAGING_PREFIX}*")):
-            if not d.is_dir():
-                continue
+        stagings = [d for ds in self.root.children() for d in ds.children() if d.name.startswith(STAGING_PREFIX)]
+        for d in stagings:
             try:
                 owner = ProcessOwner.from_dict(json.loads((d / STAGING_OWNER).read_text()))
                 why = f"its writer ({owner.describe()}) is gone" if owner and owner.is_gone() else None
             except FileNotFoundError:
-                try:
-                    age = time.time() - d.stat().st_mtime
-                except FileNotFoundError:
-                    continue  # removed meanwhile (its prepare finished)
+                mtime = d.mtime()
+                if mtime is None:
+                    continue  # removed meanwhile (its prepare finished), or an object-store prefix
+                age = time.time() - mtime
                 why = f"it has no owner record and is {age / 3600:.1f} h old" if age > LEGACY_STAGING_AGE_S else None
             except (OSError, ValueError):
                 continue  # unreadable or half-written record: leave it
             if why:
-                shutil.rmtree(d, ignore_errors=True)
+                d.rmtree()
                 notes.append(f"removed stale staging directory {d} ({why})")
         return notes
 
-    def commit(self, staging: Path, name: str, sid: str) -> tuple[Snapshot, bool]:
+    def commit(self, staging: Location, name: str, sid: str) -> tuple[Snapshot, bool]:
         """Atomically publish ``staging`` as snapshot ``sid``.
 
         Returns:
@@ -343,28 +354,30 @@ class SnapshotStore:
         final = self.path_for(name, sid)
         existing = self.get(name, sid)
         if existing is not None:
-            shutil.rmtree(staging, ignore_errors=True)
+            staging.rmtree()
             return existing, False
-        (staging / STAGING_OWNER).unlink(missing_ok=True)
-        try:
-            os.replace(staging, final)
-        except OSError:  # lost a race with a concurrent identical prepare
-            shutil.rmtree(staging, ignore_errors=True)
+        (staging / STAGING_OWNER).unlink()
+        if not staging.publish_dir(final, last=MANIFEST):  # lost a race with a concurrent identical prepare
+            staging.rmtree()
             existing = self.get(name, sid)
             if existing is None:
-                raise
+                raise OSError(f"cannot publish snapshot {name}/{sid} at {final}")
             return existing, False
         return self.get(name, sid), True
 
     def list(self) -> list[Snapshot]:
         """All snapshots, newest first."""
         out = []
-        if not self.root.is_dir():
-            return out
-        for m in self.root.glob(f"*/*/{MANIFEST}"):
-            if m.parent.name.startswith("."):  # staging directories
+        if self.root.is_local:
+            root = Path(self.root.path)
+            found = [self.root / m.relative_to(root).parent.as_posix() for m in root.glob(f"*/*/{MANIFEST}")]
+        else:  # one recursive listing instead of a request per directory
+            rels = [r for r in self.root.files() if r.count("/") == 2 and r.endswith(f"/{MANIFEST}")]
+            found = [self.root / r[: -len(MANIFEST) - 1] for r in rels]
+        for d in found:
+            if d.name.startswith("."):  # staging directories
                 continue
-            out.append(Snapshot(m.parent, _read_manifest(m)))
+            out.append(Snapshot(_native(d), _read_manifest(d / MANIFEST)))
         out.sort(key=lambda s: s.manifest.get("created_at", ""), reverse=True)
         return out
 
@@ -402,7 +415,12 @@ class SnapshotStore:
         raise SnapshotNotFoundError(f"{ref!r} is ambiguous: {[s.id for s in match]}")
 
 
-def _read_manifest(path: Path) -> dict:
+def _native(loc: Location) -> Path | Location:
+    """A local location as a ``Path`` (what local callers and tests handle), else the location."""
+    return Path(loc.path) if loc.is_local else loc
+
+
+def _read_manifest(path: Location) -> dict:
     """A snapshot's manifest; a damaged one is a :class:`SnapshotCorruptError` naming it, not a traceback."""
     try:
         manifest = json.loads(path.read_text())

@@ -161,7 +161,7 @@ def closed_loop(
         traffic.add("same", same)
         traffic.start()
         _wait_rows(traffic, len(same), timeout=120)
-        source = Path(cfg.source(ctx.workspace.root))
+        source = Path(cfg.source(ctx.workspace.location))
         landing = source / f"new-{time.strftime('%Y%m%d-%H%M%S')}" if source.is_dir() else work / "new"
         generate_dataset(landing, new_rows, shards=1, seed=seed + 1, drift=drift)
         drifted = pd.read_parquet(landing)

@@ -95,7 +95,7 @@ def _trial(config: dict, cfg_model: dict, snapshot_path: str, manifest: dict, me
         fit_estimator(
             cfg_model["estimator"], dict(cfg_model["params"], **config), cfg_model["seed"], snapshot_path, manifest, tmp
         )
-        snap = Snapshot(Path(snapshot_path), manifest)
+        snap = Snapshot.at(snapshot_path, manifest)
         valid = load_split(snap, "valid", snap.preprocessor())
         task = snap.spec.task
         m = compute_metrics(task, valid.y, kind.scores(kind.load(str(Path(tmp) / MODEL_FILE)), valid.x, task))

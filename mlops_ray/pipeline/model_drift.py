@@ -76,7 +76,7 @@ def model_drift_command(
     path = str(Path(current).expanduser().resolve())
     cfg_new = cfg.model_copy(update={"data": cfg.data.model_copy(update={"source": path, "generate": None})})
     snap = prepare_snapshot(
-        cfg_new.data, ctx.workspace, source=cfg_new.source(ctx.workspace.root), engine="local"
+        cfg_new.data, ctx.workspace, source=cfg_new.source(ctx.workspace.location), engine="local"
     ).snapshot
     run_name = f"model-drift-{time.strftime('%Y%m%d-%H%M%S')}"
     cand = train_model(

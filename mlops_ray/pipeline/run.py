@@ -103,7 +103,7 @@ def run_pipeline(
 
     prefix, code, digests = pipeline_prefix(cfg), tracking.code_version(), config_digests(cfg)
     values = {
-        "source_key": list_source(cfg.source(ctx.workspace.root), cfg.data.format).stat_key(),
+        "source_key": list_source(cfg.source(ctx.workspace.location), cfg.data.format).stat_key(),
         "code_digest": code["code_digest"],
         "digests": digests,
     }

@@ -41,7 +41,7 @@ def ensure_sample_data(ctx: Context, cfg: PipelineConfig, on_event: OnEvent = _q
     """Generate the configured sample source when it does not exist yet; returns its path."""
     from mlops_ray.data.generate import generate_dataset
 
-    uri = cfg.source(ctx.workspace.root)
+    uri = cfg.source(ctx.workspace.location)
     try:  # any file, directory (recursive) or glob the data layer would read counts as existing data
         list_source(uri, cfg.data.format)
         on_event("sample_data", {"path": uri, "generated": False})
@@ -69,7 +69,7 @@ def require_source(ctx: Context, cfg: PipelineConfig, config_label: str | None =
     "does not exist". Sources without a ``data.generate`` section are left to the data layer's errors.
     """
     g = cfg.data.generate
-    uri = cfg.source(ctx.workspace.root)
+    uri = cfg.source(ctx.workspace.location)
     src = Path(uri)
     if g is None or "://" in uri or (src.exists() and (src.is_file() or any(src.iterdir()))):
         return  # not sample data, or data is there: the data layer reads (and judges) it
@@ -101,7 +101,7 @@ def prepare(
     ``config_label`` (the config path the user gave) names the config in the hint for missing sample data.
     """
     require_source(ctx, cfg, config_label)
-    source = cfg.source(ctx.workspace.root)
+    source = cfg.source(ctx.workspace.location)
     on_event("prepare", {"source": source})
     res = prepare_snapshot(cfg.data, ctx.workspace, source=source, engine=engine, progress=progress)
     on_event("prepared", {"result": res})

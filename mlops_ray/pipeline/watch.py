@@ -84,14 +84,14 @@ class Watcher:
         from mlops_ray.data.sources import list_source
 
         try:
-            return list_source(self.cfg.source(self.ctx.workspace.root), self.cfg.data.format).stat_key()
+            return list_source(self.cfg.source(self.ctx.workspace.location), self.cfg.data.format).stat_key()
         except Exception:
             return None
 
     def fingerprint(self) -> str:
         from mlops_ray.data.split_files import fingerprint_source
 
-        return fingerprint_source(self.cfg.source(self.ctx.workspace.root), fmt=self.cfg.data.format)[0]
+        return fingerprint_source(self.cfg.source(self.ctx.workspace.location), fmt=self.cfg.data.format)[0]
 
     def drift_report(self) -> dict[str, Any] | None:
         """``GET /drift`` of the service, with only the windows that closed since this watcher started
@@ -194,7 +194,7 @@ class Watcher:
         """Tick every ``pipeline.poll_interval_s`` until ``stop`` is set (or ``max_runs`` runs finished)."""
         stop = stop or threading.Event()
         self.echo(
-            f"[watch] watching {self.cfg.source(self.ctx.workspace.root)} and {self.url}/drift for model "
+            f"[watch] watching {self.cfg.source(self.ctx.workspace.location)} and {self.url}/drift for model "
             f"{self.cfg.registry.model_name} (every {self.cfg.pipeline.poll_interval_s:g}s; Ctrl-C stops)"
         )
         while not stop.is_set():

@@ -50,7 +50,7 @@ from mlops_ray.serve.schema import (
     openapi_json_body,
 )
 from mlops_ray.serve.serve_config import DEPLOYMENT, deployment_options
-from mlops_ray.state import LocalStateStore
+from mlops_ray.state import store_for
 
 if TYPE_CHECKING:
     from mlops_ray.config import PipelineConfig
@@ -106,7 +106,7 @@ class ModelServer:
         self._drift_task = None
         if self.settings.drift.enabled:
             s = self.settings
-            state = LocalStateStore(s.workspace) if s.workspace is not None else None
+            state = store_for(s.workspace) if s.workspace is not None else None
             self.drift = DriftRecorder(s.model_name, s.drift, state, s.tracking_uri)
             try:
                 self.drift.start()  # start it now (and see it answer) rather than at the first push
@@ -355,7 +355,7 @@ class ModelServer:
 
 def build_from_config(ctx: "Context", cfg: "PipelineConfig", **user_config):
     """The Serve application for a pipeline config in ``ctx``'s registry."""
-    settings = ServeSettings.from_config(cfg, ctx.tracking_uri, ctx.workspace.root)
+    settings = ServeSettings.from_config(cfg, ctx.tracking_uri, ctx.workspace.location)
     return ModelServer.options(**deployment_options(cfg), user_config=user_config or None).bind(settings)
 
 
@@ -392,7 +392,7 @@ def build_app(args: AppArgs):
         path = Path(os.environ.get("MLOPS_RAY_PROJECT_DIR", os.getcwd())) / path
     cfg = load_config(path)
     ctx = Context.create(cfg, workspace=args.workspace)
-    settings = ServeSettings.from_config(cfg, ctx.tracking_uri, ctx.workspace.root)
+    settings = ServeSettings.from_config(cfg, ctx.tracking_uri, ctx.workspace.location)
     overrides = {k: v for k, v in args.model_dump().items() if v is not None and k not in ("config", "workspace")}
     if "model_alias" in overrides:
         overrides["alias"] = overrides.pop("model_alias")

@@ -219,7 +219,7 @@ def train_model(
         plan,
         out_dir,
         run_name=run_name,
-        storage=ctx.workspace.ray_storage / "train",
+        storage=ctx.workspace.shared_uri("ray", "train"),
         overrides=param_overrides,
     )
     model = TabularModel.from_parts(snapshot.spec.task, snapshot.preprocessor(), kind, fitted.estimator)

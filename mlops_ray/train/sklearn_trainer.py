@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import io
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -61,15 +62,14 @@ def fit_estimator(
     from mlops_ray.data.snapshot import Snapshot
     from mlops_ray.data.splits import load_split
 
-    snap = Snapshot(Path(snapshot_path), manifest)
+    snap = Snapshot.at(snapshot_path, manifest)
     train = load_split(snap, "train", snap.preprocessor())
     est = build_estimator(estimator_path, params, seed)
     t0 = time.perf_counter()
     est.fit(train.x, train.y)
-    out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    joblib.dump(est, out / MODEL_FILE)
-    return {"train_seconds": time.perf_counter() - t0, "train_rows": len(train)}
+    buf = io.BytesIO()
+    joblib.dump(est, buf)  # returned, not written here: this task may run on another node
+    return {"train_seconds": time.perf_counter() - t0, "train_rows": len(train), "model_bytes": buf.getvalue()}
 
 
 def fit_sklearn(
@@ -81,6 +81,9 @@ def fit_sklearn(
     params = dict(model.params, **(param_overrides or {}))
     build_estimator(model.estimator, params, model.seed)  # fail fast in the driver
     task = ray.remote(num_cpus=num_cpus)(fit_estimator)
-    return ray.get(
+    meta = ray.get(
         task.remote(model.estimator, params, model.seed, str(snapshot.path), snapshot.manifest, str(output_dir))
     )
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / MODEL_FILE).write_bytes(meta.pop("model_bytes"))
+    return meta

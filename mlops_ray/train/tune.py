@@ -263,6 +263,14 @@ def report_trial(metrics: dict, checkpoint_dir: str | None = None) -> None:
     tune.report(metrics, checkpoint=checkpoint)
 
 
+def _storage(where: str) -> str:
+    """Tune's ``storage_path``: a local directory is created first; a URI (shared by every node) is not."""
+    from mlops_ray.storage import Location
+
+    Location.of(where).mkdir()
+    return where
+
+
 def tune_model(ctx: Context, spec: TrainingSpec, snapshot, *, register: bool = True):
     """Run ``spec.tune``'s search over ``spec.model`` on ``snapshot``; the best trial's model becomes a
     registered candidate (as ``spec.model_name``).
@@ -318,7 +326,7 @@ def tune_model(ctx: Context, spec: TrainingSpec, snapshot, *, register: bool = T
             # the cap is the generator's: Ray ignores max_concurrent_trials next to a generator instance
             search_alg=search_algorithm(model_cfg.seed, concurrent),
         ),
-        run_config=tune.RunConfig(name=name, storage_path=str(ctx.run_dir("ray", "tune")), verbose=0),
+        run_config=tune.RunConfig(name=name, storage_path=_storage(ctx.workspace.shared_uri("ray", "tune")), verbose=0),
     )
     t0 = time.perf_counter()
     grid = list(tuner.fit())

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlops_ray.errors import MlopsRayError, TrainingError
+from mlops_ray.storage import Location
 from mlops_ray.train.execution import ExecutionPlan
 
 if TYPE_CHECKING:
@@ -186,7 +187,7 @@ def train_loop_per_worker(config: dict) -> None:
 
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    snap = Snapshot(Path(config["snapshot_path"]), config["manifest"])
+    snap = Snapshot.at(config["snapshot_path"], config["manifest"])
     pre = snap.preprocessor()
     part = (rank, world) if world > 1 else None
     train = load_split(snap, "train", pre, partition=part)
@@ -205,20 +206,35 @@ def train_loop_per_worker(config: dict) -> None:
     booster = boost(
         config, dtrain, dvalid, remaining, history, start_model, [_checkpoint_callback(config["checkpoint_every"])]
     )
-    if rank == 0:
+    if rank != 0:
+        if not config.get("local"):
+            ray.train.report({"final": 1})  # a collective in Train v2: every worker reports
+        return
+    meta = {
+        "history": history,
+        "resumed_from_round": done,
+        "train_seconds": time.perf_counter() - t0,
+        "best_iteration": int(getattr(booster, "best_iteration", booster.num_boosted_rounds() - 1)),
+        "rounds": booster.num_boosted_rounds(),
+        "world_size": world,
+        "train_rows_rank0": len(train),
+    }
+    if config.get("local"):  # local mode: this is the driver, and report() keeps no files
         out = Path(config["output_dir"])
         out.mkdir(parents=True, exist_ok=True)
         booster.save_model(str(out / MODEL_FILE))
-        meta = {
-            "history": history,
-            "resumed_from_round": done,
-            "train_seconds": time.perf_counter() - t0,
-            "best_iteration": int(getattr(booster, "best_iteration", booster.num_boosted_rounds() - 1)),
-            "rounds": booster.num_boosted_rounds(),
-            "world_size": world,
-            "train_rows_rank0": len(train),
-        }
         (out / HISTORY).write_text(json.dumps(meta))
+        return
+    # Rank 0 may run on any node: the model and its history travel in a checkpoint through the
+    # run's storage (shared by every node), never through a path on this node's disk.
+    import tempfile
+
+    from ray.train import Checkpoint
+
+    with tempfile.TemporaryDirectory() as tmp:
+        booster.save_model(str(Path(tmp) / MODEL_FILE))
+        (Path(tmp) / HISTORY).write_text(json.dumps(meta))
+        ray.train.report({"final": 1}, checkpoint=Checkpoint.from_directory(tmp))
 
 
 def loop_config(
@@ -249,6 +265,7 @@ def loop_config(
         "checkpoint_every": checkpoint_every,
         "output_dir": str(output_dir),
         "eval_train": model.log_train_metrics,
+        "local": False,
     }
 
 
@@ -269,7 +286,7 @@ def fit_xgboost(
     output_dir: Path,
     *,
     run_name: str,
-    storage: Path,
+    storage: str | Path,
     param_overrides: dict | None = None,
     max_failures: int = 2,
     checkpoint_every: int = 25,
@@ -280,12 +297,13 @@ def fit_xgboost(
     from ray.train.xgboost import XGBoostTrainer
 
     loop_cfg = loop_config(model, snapshot, plan.nthread, output_dir, param_overrides, checkpoint_every)
+    loop_cfg["local"] = plan.num_workers == 0
     # Train v2 waits up to its health-check interval (2 s) per report; checkpoints are few
     # but a lower interval still cuts fixed cost. Propagated to controller and workers.
     from mlops_ray import compat
 
     os.environ.setdefault(compat.TRAIN_HEALTH_CHECK_INTERVAL_ENV, "0.2")
-    storage.mkdir(parents=True, exist_ok=True)
+    Location.of(storage).mkdir()  # a local directory; nothing to create on an object store
     trainer = XGBoostTrainer(
         train_loop_per_worker,
         train_loop_config=loop_cfg,
@@ -302,13 +320,18 @@ def fit_xgboost(
     )
     t0 = time.perf_counter()
     try:
-        trainer.fit()
+        result = trainer.fit()
     except Exception as err:
         typed = training_failure(err)
         if typed is None:
             raise
         raise typed from None
     seconds = time.perf_counter() - t0
+    if plan.num_workers:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        with result.checkpoint.as_directory() as ck:
+            for name in (MODEL_FILE, HISTORY):
+                (output_dir / name).write_bytes((Path(ck) / name).read_bytes())
     booster = xgb.Booster()
     booster.load_model(str(output_dir / MODEL_FILE))
     meta = json.loads((output_dir / HISTORY).read_text())

@@ -304,7 +304,7 @@ def test_distributed_training_recovers_from_killed_worker(ray_session, make_cfg,
         plan,
         workspace.ensure("runs", "ft"),
         run_name="ft-test",
-        storage=workspace.ray_storage / "train",
+        storage=workspace.shared_uri("ray", "train"),
         checkpoint_every=20,
         max_failures=2,
     )

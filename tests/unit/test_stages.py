@@ -40,7 +40,7 @@ def make_cfg(source, **sections):
 
 
 def make_ctx(tmp_path):
-    return SimpleNamespace(workspace=SimpleNamespace(root=tmp_path / "ws"))
+    return SimpleNamespace(workspace=SimpleNamespace(root=tmp_path / "ws", location=str(tmp_path / "ws")))
 
 
 def fake_snapshot(task="binary"):
