@@ -828,6 +828,172 @@ def deploy_render(config_path, target, out, image, workspace, tracking_uri):
     click.echo(f"wrote {out} ({target})", err=True)
 
 
+# ------------------------------------------------------------------------ tracking server
+@main.group("tracking-server")
+def tracking_server_group():
+    """An MLflow tracking server for clusters: PostgreSQL backend store, artifacts proxied to an object store."""
+
+
+_ARTIFACT_SCHEMES = ("s3", "gs", "wasbs", "abfss", "hdfs", "file")
+_data_dir_option = click.option(
+    "--data-dir", required=True, help="Directory for PostgreSQL's data, the logs and server.json (created)."
+)
+
+
+def _tracking_data_dir(data_dir: str) -> Path:
+    root = Path(data_dir).expanduser().absolute()
+    if root.exists() and not root.is_dir():
+        raise ConfigError(f"--data-dir {data_dir} is a file; give a directory (created when missing)")
+    return root
+
+
+class _Stop(BaseException):
+    """SIGTERM / SIGINT in ``tracking-server start``: leave the foreground and stop both servers."""
+
+
+@tracking_server_group.command("start")
+@_data_dir_option
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address both servers listen on.")
+@click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True, help="MLflow's port (0: free).")
+@click.option(
+    "--db-port", type=click.IntRange(0, 65535), default=0, show_default=True, help="PostgreSQL's port (0: free)."
+)
+@click.option(
+    "--artifacts-destination",
+    default=None,
+    help="Where the server stores artifacts: s3://BUCKET/PREFIX (MLFLOW_S3_ENDPOINT_URL and AWS_* from the "
+    "environment) or a path (default: <data-dir>/artifacts).",
+)
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="MLflow server workers.")
+@click.option("--allowed-hosts", default=None, help="Extra Host headers to accept (comma-separated), e.g. a DNS name.")
+@_friendly
+def tracking_server_start(data_dir, host, port, db_port, artifacts_destination, workers, allowed_hosts):
+    """Start PostgreSQL and an MLflow server on it; stay in the foreground until SIGTERM / Ctrl-C, then stop both."""
+    import signal
+    import time
+    from datetime import datetime, timezone
+
+    from mlops_ray import tracking_server as ts
+
+    root = _tracking_data_dir(data_dir)
+    ts.check_host(host)
+    dest = artifacts_destination or str(root / "artifacts")
+    scheme = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*)://", dest)
+    if scheme and scheme.group(1).lower() not in _ARTIFACT_SCHEMES:
+        raise ConfigError(
+            f"--artifacts-destination {dest}: unsupported scheme {scheme.group(1)!r}; use s3://BUCKET/PREFIX, "
+            "gs://, wasbs://, abfss://, hdfs://, file:// or a path"
+        )
+    previous = ts.read_record(root)
+    if previous is not None and ts.entry_alive(previous.get("process")):
+        raise ConfigError(
+            f"a tracking server from {root} already runs (pid {previous['process']['pid']}, {previous.get('url')}); "
+            f"stop it with 'mlops-ray tracking-server stop --data-dir {root}'"
+        )
+    if previous is not None:  # a start that was killed: its servers may still run
+        for line in ts.stop_recorded(root, previous):
+            click.echo(f"stopped a leftover {line}")
+    if not root.exists():
+        root.mkdir(parents=True, mode=0o700)
+        if os.geteuid() == 0:
+            root.chmod(0o711)  # PostgreSQL runs as 'postgres' and must reach <data-dir>/postgres
+
+    stopping: list[int] = []
+
+    def on_signal(signum, _frame):
+        if not stopping:
+            stopping.append(signum)
+            raise _Stop()
+
+    handlers = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    pg = srv = None
+    t0 = time.perf_counter()
+    try:
+        pg = ts.start_postgres(root / "postgres", host, db_port)
+        srv = ts.start_mlflow_server(
+            pg.uri,
+            dest,
+            host,
+            port,
+            workers,
+            env=pg.env,
+            log_path=root / "mlflow.log",
+            allowed_hosts=[h.strip() for h in allowed_hosts.split(",") if h.strip()] if allowed_hosts else None,
+        )
+        seconds = time.perf_counter() - t0
+        record = ts.write_record(
+            root,
+            {
+                "url": srv.url,
+                "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "process": ts.process_entry(os.getpid()),
+                "mlflow": {
+                    **ts.process_entry(srv.pid),
+                    "host": host,
+                    "port": srv.port,
+                    "artifacts_destination": srv.artifacts_destination,
+                    "log": str(srv.log_path),
+                },
+                "postgres": {
+                    **ts.process_entry(pg.pid),
+                    "host": host,
+                    "port": pg.port,
+                    "uri": pg.uri,
+                    "version": pg.version,
+                    "data_dir": str(pg.data_dir),
+                    "bindir": str(pg.bindir),
+                    "log": str(pg.data_dir / "postgres.log"),
+                },
+            },
+        )
+        click.echo(f"tracking server: {srv.url}  (started in {seconds:.1f} s)")
+        click.echo(f"  mlflow.tracking_uri: {srv.url}   (or MLFLOW_TRACKING_URI={srv.url})")
+        click.echo(f"  backend store: PostgreSQL {pg.version} on {ts.url_host(host)}:{pg.port}, database {pg.database}")
+        click.echo(f"  artifacts:     {srv.artifacts_destination} (proxied by the server)")
+        click.echo(f"  record:        {record}")
+        click.echo(f"  logs:          {srv.log_path}, {pg.data_dir / 'postgres.log'}")
+        click.echo(f"Ctrl-C, SIGTERM or 'mlops-ray tracking-server stop --data-dir {root}' stops both")
+        while srv.alive():
+            time.sleep(0.5)
+        raise ts.TrackingServerError(
+            f"mlflow server exited with code {srv.process.returncode}; stopping PostgreSQL\n"
+            f"--- {srv.log_path} (last lines):\n{ts._tail(srv.log_path)}"
+        )
+    except _Stop:
+        click.echo(f"stopping ({signal.Signals(stopping[0]).name})")
+    finally:
+        for sig in handlers:  # the stop is bounded (15 s + pg_ctl's fast stop): no second signal cuts it short
+            signal.signal(sig, signal.SIG_IGN)
+        if srv is not None:
+            srv.stop()
+        if pg is not None:
+            pg.stop()
+        else:  # interrupted while PostgreSQL was starting
+            ts.stop_postgres(root / "postgres")
+        (root / ts.RECORD).unlink(missing_ok=True)
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    click.echo("tracking server stopped (mlflow and PostgreSQL)")
+
+
+@tracking_server_group.command("stop")
+@_data_dir_option
+@_friendly
+def tracking_server_stop(data_dir):
+    """Stop the tracking server a 'tracking-server start' recorded in DATA_DIR/server.json."""
+    from mlops_ray import tracking_server as ts
+
+    root = _tracking_data_dir(data_dir)
+    record = ts.read_record(root)
+    if record is None:
+        raise ConfigError(
+            f"no tracking server recorded in {root} (no {ts.RECORD}); start one with "
+            f"'mlops-ray tracking-server start --data-dir {root}'"
+        )
+    stopped = ts.stop_recorded(root, record)
+    click.echo(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running; removed the stale record")
+
+
 # ------------------------------------------------------------------------ quickstart
 @main.command("quickstart")
 @click.option(

@@ -47,6 +47,10 @@ class TrackingError(MlopsRayError):
     """The tracking/registry backend is unreachable or refused an operation."""
 
 
+class TrackingServerError(MlopsRayError):
+    """The tracking server's PostgreSQL or MLflow process cannot be found, installed, started or stopped."""
+
+
 class RegistryError(MlopsRayError):
     """A registry operation cannot be carried out (no such version, no history, leak...)."""
 

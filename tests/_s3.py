@@ -1,4 +1,4 @@
-"""An S3-compatible server on loopback for the tests: moto's server app, one request at a time.
+"""An S3-compatible server for the tests (loopback by default): moto's server app, one request at a time.
 
 Why moto and not MinIO: no MinIO server can be installed from the package registries these tests
 install from (PyPI's ``minio`` is a client; Debian ships only MinIO's Go libraries), while
@@ -26,9 +26,11 @@ ACCESS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing", "r
 
 @dataclass
 class S3Server:
-    """moto's S3 app on ``127.0.0.1:<free port>`` in a daemon thread."""
+    """moto's S3 app on ``<host>:<free port>`` in a daemon thread (``host``: loopback unless a test needs
+    another address, e.g. a private one that processes in a network namespace reach)."""
 
     serialise: bool = True
+    host: str = "127.0.0.1"
     endpoint_url: str = ""
     _server: object = field(default=None, repr=False)
     _thread: threading.Thread | None = field(default=None, repr=False)
@@ -52,9 +54,9 @@ class S3Server:
                 with one_at_a_time:
                     return list(moto_app(environ, start_response))  # the whole body inside the lock
 
-        self._server = make_server("127.0.0.1", 0, app, threaded=True, request_handler=Quiet)
-        host, port = self._server.server_address[:2]
-        self.endpoint_url = f"http://{host}:{port}"
+        self._server = make_server(self.host, 0, app, threaded=True, request_handler=Quiet)
+        port = self._server.server_address[1]
+        self.endpoint_url = f"http://{f'[{self.host}]' if ':' in self.host else self.host}:{port}"
         self._thread = threading.Thread(target=self._server.serve_forever, name="moto-s3", daemon=True)
         self._thread.start()
         return self

@@ -132,6 +132,13 @@ def _cases(f) -> dict[tuple[str, ...], list[tuple[list[str], str]]]:
             (["--config", f["missing"], "--target", "serve"], "config file not found"),
             (["--config", f["good"], "--target", "kuberay"], "needs --workspace"),
         ],
+        # nothing starts: the input is checked before PostgreSQL or MLflow (tests/integration/test_tracking_server.py)
+        ("tracking-server", "start"): [
+            (["--data-dir", f["good"]], "is a file"),
+            (["--data-dir", str(tmp / "ts"), "--host", "0.0.0.0"], "every interface"),
+            (["--data-dir", str(tmp / "ts"), "--artifacts-destination", "ftp://host/x"], "unsupported scheme 'ftp'"),
+        ],
+        ("tracking-server", "stop"): [(["--data-dir", str(tmp / "ts")], "no tracking server recorded")],
     }
 
 
