@@ -210,8 +210,28 @@ def tracking_uri_problem(uri: str) -> str | None:
     return f"unsupported scheme {scheme!r} in {uri!r}; {supported}"
 
 
+# MLflow's own variable: the tracking URI when the config sets none (a cluster's nodes set it, README "Run on
+# a cluster"). Read at entry points only, through MlflowConfig.resolved_tracking_uri / default_tracking_uri.
+TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
+
+
+def default_tracking_uri(workspace) -> str:
+    """The tracking URI when the config names none: ``$MLFLOW_TRACKING_URI``, else SQLite in ``workspace``.
+
+    Raises:
+        ConfigError: ``$MLFLOW_TRACKING_URI`` is not a store mlops-ray can use.
+    """
+    uri = os.environ.get(TRACKING_URI_ENV, "").strip()
+    if not uri:
+        return workspace.mlflow_tracking_uri
+    problem = tracking_uri_problem(uri)
+    if problem:
+        raise ConfigError(f"{TRACKING_URI_ENV}: {problem}")
+    return uri.replace("{workspace}", str(workspace.root))
+
+
 class MlflowConfig(_Strict):
-    tracking_uri: str | None = None  # default: sqlite in the workspace
+    tracking_uri: str | None = None  # default: $MLFLOW_TRACKING_URI, else sqlite in the workspace
     experiment: str = "mlops-ray"
 
     @field_validator("tracking_uri")
@@ -223,10 +243,14 @@ class MlflowConfig(_Strict):
         return v
 
     def resolved_tracking_uri(self, workspace) -> str:
-        """The tracking/registry URI for ``workspace`` (a :class:`~mlops_ray.workspace.Workspace`)."""
+        """The tracking/registry URI for ``workspace`` (a :class:`~mlops_ray.workspace.Workspace`): this
+        section's ``tracking_uri``, else ``$MLFLOW_TRACKING_URI``, else SQLite in the workspace.
+
+        Reads the environment: call it where the context is built (an entry point), as ``Context.create`` does.
+        """
         if self.tracking_uri:
             return self.tracking_uri.replace("{workspace}", str(workspace.root))
-        return workspace.mlflow_tracking_uri
+        return default_tracking_uri(workspace)
 
 
 class GateConfig(_Strict):

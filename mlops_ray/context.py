@@ -52,13 +52,17 @@ class Context:
     ) -> "Context":
         """Context for a pipeline config (its ``mlflow`` section) in ``workspace``.
 
-        ``workspace=None`` reads ``$MLOPS_RAY_HOME`` (default ``./.mlops``): call this only at an
-        entry point.
+        ``workspace=None`` reads ``$MLOPS_RAY_HOME`` (default ``./.mlops``), and a config without
+        ``mlflow.tracking_uri`` (or no config) reads ``$MLFLOW_TRACKING_URI``: call this only at an entry point.
         """
+        from mlops_ray.config import TRACKING_URI_ENV, default_tracking_uri
+
         ws = workspace if isinstance(workspace, Workspace) else get_workspace(workspace)
-        try:
-            uri = cfg.mlflow.resolved_tracking_uri(ws) if cfg is not None else ws.mlflow_tracking_uri
+        try:  # the config's mlflow.tracking_uri, else $MLFLOW_TRACKING_URI, else SQLite in a local workspace
+            uri = cfg.mlflow.resolved_tracking_uri(ws) if cfg is not None else default_tracking_uri(ws)
         except ConfigError:  # a URI workspace with no tracking server: fails when MLflow is used, not before
+            if os.environ.get(TRACKING_URI_ENV, "").strip():
+                raise  # MLFLOW_TRACKING_URI is set but unusable: say so now
             uri = ""
         return cls(ws, uri) if cfg is None else cls(ws, uri, cfg.mlflow.experiment)
 
