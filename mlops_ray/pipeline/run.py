@@ -19,12 +19,14 @@ the controller (:mod:`mlops_ray.pipeline.controller`), reported by callbacks
 from __future__ import annotations
 
 import os
+import socket
 import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
 from mlops_ray.errors import LockBusyError, MlopsRayError, PipelineBusyError
 from mlops_ray.pipeline import callbacks as cb
+from mlops_ray.pipeline import history as hist
 from mlops_ray.pipeline import stages
 from mlops_ray.pipeline.controller import (
     PipelineCallback,
@@ -122,14 +124,23 @@ def run_pipeline(
         force=force,
     )
     run = RunInfo(uuid.uuid4().hex[:12], cfg.registry.model_name, trigger, reason, dict(context or {}))
-    holder = f"pid {os.getpid()} since {time.strftime('%Y-%m-%d %H:%M:%S')} (pipeline run {run.run_id})"
+    holder = (
+        f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')} "
+        f"(pipeline run {run.run_id})"
+    )
     try:
         with ctx.state.lock(f"{prefix}/run.lock", holder=holder):
             return controller.run(run, values)
     except LockBusyError as err:
-        raise PipelineBusyError(
-            f"a pipeline run for model {cfg.registry.model_name!r} is in progress ({err.holder or 'another process'})"
-        ) from None
+        name = cfg.registry.model_name
+        busy = f"a pipeline run for model {name!r} is in progress ({err.holder or 'another process'})"
+        # The refused run is recorded, so the history of a model shows every request, from any node.
+        hist.append(
+            ctx.state,
+            prefix,
+            {"kind": "decision", "trigger": trigger, "action": "coalesce", "reason": busy, "at": time.time()},
+        )
+        raise PipelineBusyError(busy) from None
 
 
 __all__ = [

@@ -115,10 +115,13 @@ def test_one_run_per_model_at_a_time(setup):
     held.wait(10)
     try:
         with pytest.raises(PipelineBusyError, match=r"in progress \(pid 1 \(test\)\)"):
-            run_pipeline(ctx, cfg)
+            run_pipeline(ctx, cfg, trigger="data", reason="new files")
     finally:
         release.set()
         t.join()
+    # the refused request is in the history, coalesced into the run in progress
+    (entry,) = hist.read(ctx.state, pipeline_prefix(cfg), kind="decision")
+    assert entry["action"] == "coalesce" and entry["trigger"] == "data" and "pid 1 (test)" in entry["reason"]
 
 
 def test_new_data_retrains_without_leaking_old_rows_into_the_new_test_split(setup):
