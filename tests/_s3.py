@@ -31,6 +31,7 @@ class S3Server:
 
     serialise: bool = True
     host: str = "127.0.0.1"
+    port: int = 0  # 0: a free one; a port chosen earlier when the endpoint must be known before the server starts
     endpoint_url: str = ""
     _server: object = field(default=None, repr=False)
     _thread: threading.Thread | None = field(default=None, repr=False)
@@ -54,7 +55,7 @@ class S3Server:
                 with one_at_a_time:
                     return list(moto_app(environ, start_response))  # the whole body inside the lock
 
-        self._server = make_server(self.host, 0, app, threaded=True, request_handler=Quiet)
+        self._server = make_server(self.host, self.port, app, threaded=True, request_handler=Quiet)
         port = self._server.server_address[1]
         self.endpoint_url = f"http://{f'[{self.host}]' if ':' in self.host else self.host}:{port}"
         self._thread = threading.Thread(target=self._server.serve_forever, name="moto-s3", daemon=True)
