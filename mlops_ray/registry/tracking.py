@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import random
+import re
 import subprocess
 import tempfile
 import threading
@@ -415,9 +416,19 @@ def register_version(client, name: str, model_uri: str, run_id: str, tags: dict[
         client.get_registered_model(name)
     except MlflowException:
         client.create_registered_model(name, description="Managed by mlops-ray")
+    # A logged model's URI (models:/m-...) names its model id: pass it, as mlflow.register_model does. A
+    # tracking server refuses such a source without it (it checks the source against the run's artifacts
+    # instead); a local SQL store accepted it.
+    logged = re.fullmatch(r"models:/(m-[0-9a-f]+)", model_uri)
     # The SQL registry resolves a models:/m-... source through MLflow's default client: scope it.
     with scope(client.tracking_uri):
-        mv = client.create_model_version(name, model_uri, run_id=run_id, tags={k: str(v) for k, v in tags.items()})
+        mv = client.create_model_version(
+            name,
+            model_uri,
+            run_id=run_id,
+            tags={k: str(v) for k, v in tags.items()},
+            model_id=logged.group(1) if logged else None,
+        )
     for _ in range(50):  # local stores are READY at once; remote ones may take a moment
         mv = client.get_model_version(name, mv.version)
         if mv.status == "READY":
