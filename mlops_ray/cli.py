@@ -177,7 +177,7 @@ def data():
 
 @data.command("generate")
 @click.option("--rows", type=click.IntRange(min=1), required=True, help="Total rows to write.")
-@click.option("--out", "out", type=click.Path(file_okay=False), required=True, help="Output directory.")
+@click.option("--out", "out", required=True, help="Output directory, or an object-store URI (s3://bucket/prefix).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--shards", type=click.IntRange(min=1), default=4, show_default=True, help="Number of Parquet files.")
 @click.option(
@@ -193,18 +193,32 @@ def data_generate(rows, out, seed, shards, drift):
     from tqdm import tqdm
 
     from mlops_ray.data.generate import generate_dataset
+    from mlops_ray.storage import Location, is_uri
 
-    out_p = Path(out)
-    if out_p.exists() and any(out_p.glob("*.parquet")):
+    remote = is_uri(out) and not out.lower().startswith("file://")
+    if remote:
+        try:
+            dest = Location.of(out)
+            existing = [r for r in dest.files() if r.endswith(".parquet") and "/" not in r]
+        except (OSError, ValueError) as err:  # pyarrow: unknown scheme, no bucket, unreachable store
+            raise ConfigError(f"--out {out}: {err}") from None
+        where = dest.uri
+    else:
+        out_p = Path(out)
+        if out_p.exists() and not out_p.is_dir():
+            raise ConfigError(f"--out {out} is a file; give a directory")
+        existing = list(out_p.glob("*.parquet")) if out_p.is_dir() else []
+        where = str(out_p.resolve())
+    if existing:
         raise ConfigError(f"--out {out} already contains Parquet files; choose an empty directory")
     if shards > rows:
         raise ConfigError(f"--shards ({shards}) must not exceed --rows ({rows})")
     with tqdm(total=rows, unit="row", unit_scale=True, desc="generate") as bar:
         try:
-            paths = generate_dataset(out_p, rows, shards=shards, seed=seed, drift=drift, progress=bar.update)
+            paths = generate_dataset(out, rows, shards=shards, seed=seed, drift=drift, progress=bar.update)
         except ValueError as err:
             raise ConfigError(str(err)) from None
-    click.echo(f"wrote {rows} rows in {len(paths)} shard(s) to {out_p.resolve()}")
+    click.echo(f"wrote {rows} rows in {len(paths)} shard(s) to {where}")
 
 
 @data.command("split")

@@ -42,6 +42,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from mlops_ray.storage import Location, is_uri
+
 __all__ = ["BLOCK_ROWS", "FEATURE_SPEC", "ROW_GROUP_ROWS", "generate_dataset"]
 
 FEATURE_SPEC: dict = {
@@ -121,7 +123,7 @@ def generate_dataset(
     drift: float = 0.0,
     chunk_rows: int = 250_000,
     progress: Callable[[int], None] | None = None,
-) -> list[pathlib.Path]:
+) -> list[pathlib.Path] | list[str]:
     """Write ``shards`` Parquet files ``part-00000.parquet`` ... into ``out_dir``.
 
     Args:
@@ -153,6 +155,8 @@ def generate_dataset(
     if progress is not None and not callable(progress):
         raise ValueError(f"progress must be callable or None, got {type(progress).__name__}")
 
+    if is_uri(str(out_dir)) and not str(out_dir).lower().startswith("file://"):
+        return _generate_to_uri(str(out_dir), rows, shards, seed, drift, chunk_rows, progress)
     out = pathlib.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     _check_no_stale_shards(out, shards)
@@ -192,10 +196,30 @@ def _check_drift(drift) -> float:
     return drift
 
 
-def _check_no_stale_shards(out: pathlib.Path, shards: int) -> None:
+def _generate_to_uri(uri: str, rows, shards, seed, drift, chunk_rows, progress) -> list[str]:
+    """An object-store ``out_dir``: the shards are written locally, then uploaded (same files, same names)."""
+    import tempfile
+
+    import pyarrow.fs as pafs
+
+    dest = Location.of(uri)
+    _check_no_stale_shards(dest, shards)
+    out = []
+    with tempfile.TemporaryDirectory(prefix="mlops-ray-generate-") as tmp:
+        for path in generate_dataset(
+            tmp, rows, shards=shards, seed=seed, drift=drift, chunk_rows=chunk_rows, progress=progress
+        ):
+            target = dest / path.name
+            pafs.copy_files(str(path), target.path, destination_filesystem=target.fs)
+            out.append(str(target))
+    return out
+
+
+def _check_no_stale_shards(out: pathlib.Path | Location, shards: int) -> None:
     """Refuse to leave ``part-NNNNN.parquet`` files from an earlier, larger run in ``out``."""
     pattern = re.compile(r"part-(\d{5})\.parquet")
-    stale = sorted(p.name for p in out.iterdir() if (m := pattern.fullmatch(p.name)) and int(m.group(1)) >= shards)
+    names = [r for r in out.files() if "/" not in r] if isinstance(out, Location) else [p.name for p in out.iterdir()]
+    stale = sorted(n for n in names if (m := pattern.fullmatch(n)) and int(m.group(1)) >= shards)
     if stale:
         raise ValueError(
             f"out_dir {str(out)!r} already contains {', '.join(stale[:3])}"

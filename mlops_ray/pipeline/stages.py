@@ -55,11 +55,11 @@ def ensure_sample_data(ctx: Context, cfg: PipelineConfig, on_event: OnEvent = _q
             f"data.source: {problem}, and the config has no data.generate section to create sample data; "
             "point data.source at your data"
         )
-    if src.exists() and (src.is_file() or any(src.iterdir())):
+    if "://" not in uri and src.exists() and (src.is_file() or any(src.iterdir())):
         raise SourceNotFoundError(f"data.source: {problem}; not generating sample data into a non-empty {src}")
-    on_event("sample_data", {"path": str(src), "generated": True, "rows": g.rows, "shards": g.shards})
-    generate_dataset(src, g.rows, shards=g.shards, seed=g.seed, drift=g.drift)
-    return str(src)
+    on_event("sample_data", {"path": uri, "generated": True, "rows": g.rows, "shards": g.shards})
+    generate_dataset(uri, g.rows, shards=g.shards, seed=g.seed, drift=g.drift)  # a path or an object-store URI
+    return uri
 
 
 def require_source(ctx: Context, cfg: PipelineConfig, config_label: str | None = None) -> None:

@@ -126,3 +126,35 @@ def test_bad_workspace_uri_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("MLOPS_RAY_HOME", "nosuchscheme://x/y")
     with pytest.raises(ConfigError, match=r"MLOPS_RAY_HOME=.*not a usable workspace URI"):
         get_workspace()
+
+
+def test_sample_data_is_generated_into_the_bucket(s3_workspace, s3_server):
+    """`{workspace}/raw/...` of a URI workspace is in the bucket: the quickstart's sample data (and
+    `mlops-ray data generate --out s3://...`) goes there, readable by every node."""
+    from mlops_ray.config import config_from_dict
+    from mlops_ray.data.generate import FEATURE_SPEC
+    from mlops_ray.data.sources import list_source
+    from mlops_ray.pipeline.stages import ensure_sample_data
+    from tests._cli_process import run_cli
+
+    ws, bucket, prefix = s3_workspace
+    cfg = config_from_dict(
+        {
+            "data": {
+                "name": "gen",
+                "source": "{workspace}/raw/gen",
+                "id_column": FEATURE_SPEC["id_column"],
+                "label_column": FEATURE_SPEC["label_column"],
+                "generate": {"rows": 900, "shards": 3},
+            }
+        }
+    )
+    uri = ensure_sample_data(Context.create(cfg), cfg)
+    assert uri == f"s3://{bucket}/{prefix}/raw/gen"
+    assert [k for k in _keys(s3_server, bucket, prefix) if k.startswith("raw/gen/")] == [
+        f"raw/gen/part-{i:05d}.parquet" for i in range(3)
+    ]
+    src = list_source(uri)
+    assert sum(pq.ParquetFile(src.filesystem.open_input_file(f)).metadata.num_rows for f in src.files) == 900
+    again = run_cli(["data", "generate", "--rows", "10", "--shards", "1", "--out", uri], ws.root)
+    assert again.returncode == 2 and "already contains Parquet files" in again.stderr
