@@ -134,6 +134,8 @@ class ModelConfig(_Strict):
     execution: Literal["auto", "local", "distributed"] = "auto"
     num_workers: int | None = Field(None, ge=1)
     cpus_per_worker: float | None = Field(None, gt=0)
+    # XGBoost on GPUs: auto = cuda when the nodes training would use have GPUs (one per worker), else cpu
+    device: Literal["auto", "cpu", "cuda"] = "auto"
     cv_folds: int | None = Field(None, ge=2, le=20)
     log_train_metrics: bool = False  # per-round metrics on the train split too (costs a pass per round)
 

@@ -235,6 +235,13 @@ def worker_setup() -> None:
     compat.install_worker_patches(compat.loopback_node_requested())
 
 
+def alive_node_gpus() -> list[float]:
+    """GPUs of each alive node with CPUs (same order as :func:`alive_node_cpus`)."""
+    import ray
+
+    return [float(n["Resources"].get("GPU", 0)) for n in ray.nodes() if n.get("Alive") and n["Resources"].get("CPU")]
+
+
 def alive_node_cpus() -> list[float]:
     """Total CPUs of each alive node with CPUs (for the execution policy)."""
     import ray

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from mlops_ray.data.prepare import library_versions
 from mlops_ray.data.snapshot import Snapshot
 from mlops_ray.data.splits import load_split
+from mlops_ray.errors import ConfigError
 from mlops_ray.model.kinds import get_kind
 from mlops_ray.model.metrics import compute_metrics, permutation_importance, slice_metrics
 from mlops_ray.model.prediction import prediction_reference
@@ -91,7 +92,11 @@ def log_candidate(
             "model": fitted.params,
             "data.snapshot_id": snapshot.id,
             "data.salt": spec.split.salt,
-            "execution": {"mode": plan.mode, "num_workers": plan.num_workers, "nthread": plan.nthread} if plan else {},
+            "execution": (
+                {"mode": plan.mode, "num_workers": plan.num_workers, "nthread": plan.nthread, "device": plan.device}
+                if plan
+                else {}
+            ),
         }
     )
     tracking.log_text(config_yaml, "config.yaml")
@@ -181,9 +186,19 @@ def register_candidate(
 
 def plan_for(model: ModelConfig, execution: str | None = None) -> ExecutionPlan:
     """The execution plan for ``model``'s settings on the alive nodes (``execution`` overrides ``model.execution``)."""
-    from mlops_ray.ray_runtime import alive_node_cpus
+    from mlops_ray.ray_runtime import alive_node_cpus, alive_node_gpus
 
-    return choose_execution(alive_node_cpus(), execution or model.execution, model.num_workers, model.cpus_per_worker)
+    try:
+        return choose_execution(
+            alive_node_cpus(),
+            execution or model.execution,
+            model.num_workers,
+            model.cpus_per_worker,
+            node_gpus=alive_node_gpus(),
+            device=model.device,
+        )
+    except ValueError as err:  # e.g. model.device: cuda on a cluster without (enough) GPUs
+        raise ConfigError(str(err)) from None
 
 
 def train_model(

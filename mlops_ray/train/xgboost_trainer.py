@@ -244,6 +244,7 @@ def loop_config(
     output_dir,
     param_overrides: dict | None = None,
     checkpoint_every: int = 25,
+    device: str = "cpu",
 ) -> dict:
     """Everything the training function needs (picklable)."""
     task = snapshot.manifest["spec"]["task"]
@@ -253,6 +254,8 @@ def loop_config(
     overrides = dict(param_overrides or {})
     rounds = int(overrides.pop("num_boost_round", model.num_boost_round))
     params = xgb_params(model, task, num_class, nthread, overrides)
+    if device != "cpu":
+        params.setdefault("device", device)  # model.params.device, when given, wins
     watch = watch_metric(params)
     return {
         "snapshot_path": str(snapshot.path),
@@ -296,7 +299,7 @@ def fit_xgboost(
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.xgboost import XGBoostTrainer
 
-    loop_cfg = loop_config(model, snapshot, plan.nthread, output_dir, param_overrides, checkpoint_every)
+    loop_cfg = loop_config(model, snapshot, plan.nthread, output_dir, param_overrides, checkpoint_every, plan.device)
     loop_cfg["local"] = plan.num_workers == 0
     # Train v2 waits up to its health-check interval (2 s) per report; checkpoints are few
     # but a lower interval still cuts fixed cost. Propagated to controller and workers.
@@ -309,7 +312,12 @@ def fit_xgboost(
         train_loop_config=loop_cfg,
         scaling_config=ScalingConfig(
             num_workers=plan.num_workers,
-            resources_per_worker={"CPU": plan.cpus_per_worker} if plan.num_workers else None,
+            use_gpu=plan.device == "cuda" and plan.num_workers > 0,
+            resources_per_worker=(
+                {"CPU": plan.cpus_per_worker, **({"GPU": 1} if plan.device == "cuda" else {})}
+                if plan.num_workers
+                else None
+            ),
         ),
         run_config=RunConfig(
             name=run_name,

@@ -96,6 +96,35 @@ def test_execution_policy():
         choose_execution([])
 
 
+def test_device_follows_the_gpus_of_the_nodes_training_uses():
+    assert choose_execution([2.0]).device == "cpu"  # no GPUs: CPU
+    assert choose_execution([8.0], node_gpus=[1.0]).device == "cuda"  # local mode on a GPU node
+    p = choose_execution([8.0, 8.0], node_gpus=[1.0, 1.0])
+    assert (p.mode, p.num_workers, p.device) == ("distributed", 2, "cuda") and "cuda" in p.reason
+    # two workers, one GPU node: auto stays on CPUs, cuda refuses and says why
+    assert choose_execution([8.0, 8.0], node_gpus=[0.0, 1.0]).device == "cpu"
+    with pytest.raises(ValueError, match=r"model.device is cuda but 1 alive node\(s\) have a GPU and the plan needs 2"):
+        choose_execution([8.0, 8.0], node_gpus=[0.0, 1.0], device="cuda")
+    assert choose_execution([8.0], node_gpus=[1.0], device="cpu").device == "cpu"
+    with pytest.raises(ValueError, match="unknown device"):
+        choose_execution([8.0], device="tpu")
+
+
+def test_device_reaches_xgboost_params_and_a_param_wins():
+    from types import SimpleNamespace
+
+    from mlops_ray.config import ModelConfig
+    from mlops_ray.train.xgboost_trainer import loop_config
+
+    snap = SimpleNamespace(
+        manifest={"spec": {"task": "binary"}, "label_distribution_train": {"0": 1, "1": 1}}, path="/x"
+    )
+    assert "device" not in loop_config(ModelConfig(), snap, 2, "/out")["params"]
+    assert loop_config(ModelConfig(), snap, 2, "/out", device="cuda")["params"]["device"] == "cuda"
+    own = ModelConfig(params={"device": "cuda:1"})
+    assert loop_config(own, snap, 2, "/out", device="cuda")["params"]["device"] == "cuda:1"
+
+
 def test_search_space_accepts_all_kinds():
     parsed = parse_search_space(
         {
