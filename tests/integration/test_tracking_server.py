@@ -156,17 +156,31 @@ def _cli(*args: str, **kw) -> subprocess.Popen:
     )
 
 
+def _stop(proc: subprocess.Popen) -> None:
+    """SIGTERM (the CLI stops what it started), SIGKILL to its group if it is still there after 60 s."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
 def _read_until(proc: subprocess.Popen, needle: str, timeout: float) -> str:
-    out, deadline = "", time.monotonic() + timeout
-    while needle not in out:
+    """The process's stdout up to the line with ``needle`` (raw reads of the pipe: select() cannot see what a
+    buffered reader already holds)."""
+    fd, out, deadline = proc.stdout.fileno(), b"", time.monotonic() + timeout
+    while needle.encode() not in out:
         left = deadline - time.monotonic()
         if left <= 0 or proc.poll() is not None:
-            rest = proc.stdout.read() if proc.poll() is not None else ""
-            pytest.fail(f"no {needle!r} in {timeout:.0f} s (exit {proc.poll()}):\n{out}{rest}\n{proc.stderr.read()}")
-        ready, _, _ = select.select([proc.stdout], [], [], min(left, 1.0))
+            _stop(proc)
+            rest, err = proc.communicate()
+            pytest.fail(f"no {needle!r} in {timeout:.0f} s (exit {proc.returncode}):\n{out.decode()}{rest}\n{err}")
+        ready, _, _ = select.select([fd], [], [], min(left, 1.0))
         if ready:
-            out += proc.stdout.readline()
-    return out
+            out += os.read(fd, 65536)
+    return out.decode()
 
 
 def test_cli_start_prints_the_uri_answers_and_sigterm_stops_both():
@@ -211,9 +225,7 @@ def test_cli_start_prints_the_uri_answers_and_sigterm_stops_both():
         assert not (data_dir / "server.json").exists()
         assert (data_dir / "postgres" / "PG_VERSION").exists()  # the data stays for the next start
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        _stop(proc)
         if (data_dir / "server.json").exists():  # the test failed half-way: stop what it left
             subprocess.run(
                 [sys.executable, "-m", "mlops_ray.cli", "tracking-server", "stop", "--data-dir", str(data_dir)]
