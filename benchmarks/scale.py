@@ -74,6 +74,7 @@ M = 1_000_000
 TARGET_RATIO = 1.25
 TARGET_ROWS = 4 * M
 SHARDS = 16
+STATE_LAG_S = 2.0
 LUA = """
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
@@ -120,6 +121,7 @@ class MemWatch:
 
     def __init__(self, interval: float = 0.25):
         self.interval = interval
+        self.own_pids = lambda: {os.getpid(), *(c.pid for c in psutil.Process().children(recursive=True))}
         self._peak = 0
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -135,6 +137,11 @@ class MemWatch:
 
     @contextlib.contextmanager
     def phase(self, name: str, rows: int, out: dict):
+        """Memory peak of the block, and the CPU seconds used meanwhile by processes that are not this
+        benchmark's (its driver's process tree and the cluster's nodes: ``own_pids``): interference on a
+        shared machine (processes that start and end inside the block are not seen)."""
+        own = self.own_pids()
+        cpu0, t0 = cpu_by_pid(), time.perf_counter()
         vm = psutil.virtual_memory()
         with self._lock:
             self._peak = vm.used
@@ -144,9 +151,18 @@ class MemWatch:
         finally:
             with self._lock:
                 peak = max(self._peak, psutil.virtual_memory().used)
+            wall = time.perf_counter() - t0
             out["mem_peak_used_gb"] = round(peak / GB, 2)
             out["mem_peak_above_start_gb"] = round((peak - vm.used) / GB, 2)
             self.points.setdefault(name, []).append((rows, (peak - vm.used) / GB))
+            own |= self.own_pids()
+            cpu1 = cpu_by_pid()
+            others = {p: c - cpu0.get(p, 0.0) for p, c in cpu1.items() if p not in own}
+            busy = sum(v for v in others.values() if v > 0)
+            top = sorted(((v, p) for p, v in others.items() if v > 0.2), reverse=True)[:3]
+            out["other_processes_cpu_s"] = round(busy, 2)
+            out["other_processes_cpu_fraction"] = round(busy / (wall * (os.cpu_count() or 1)), 3) if wall else 0.0
+            out["other_processes_top"] = [f"{_pname(p)} {v:.1f} s" for v, p in top]
 
     def does_not_fit(self, name: str, rows: int, margin_gb: float = 2.0) -> str | None:
         """A reason to skip ``rows`` for ``name`` (None: run it): the peak above start, extrapolated
@@ -170,6 +186,23 @@ class MemWatch:
 
     def stop(self) -> None:
         self._stop.set()
+
+
+def cpu_by_pid() -> dict[int, float]:
+    """User + system CPU seconds of every process now."""
+    out = {}
+    for p in psutil.process_iter(["cpu_times"]):
+        ct = p.info["cpu_times"]
+        if ct is not None:
+            out[p.pid] = ct.user + ct.system
+    return out
+
+
+def _pname(pid: int) -> str:
+    try:
+        return " ".join(psutil.Process(pid).cmdline()[:3])[:80] or psutil.Process(pid).name()
+    except psutil.Error:
+        return f"pid {pid} (ended)"
 
 
 def ensure_data(data_dir: Path, rows: int) -> tuple[Path, float | None]:
@@ -349,6 +382,12 @@ class TwoNode:
         if self.cluster.mode != "netns":
             os.environ["MLOPS_SCALE_PROXY_HEAD_ONLY"] = "1"
 
+    def own_pids(self) -> set[int]:
+        c = self.cluster
+        return {os.getpid(), *(p.pid for p in psutil.Process().children(recursive=True))} | set(
+            c.head_pids() + c.worker_pids()
+        )
+
     def node_label(self, node_id: str) -> str:
         c = self.cluster
         return "head" if node_id == c.head_node_id else "worker" if node_id == c.worker_node_id else node_id[:8]
@@ -414,6 +453,8 @@ def placement(topo, kind: str, name_part: str, exclude: set[str] | None = None) 
     """({node label: count}, ids) of Ray ``kind`` ("tasks" or "actors") whose name contains ``name_part``
     and whose id is not in ``exclude`` (Ray's state API; informative only: errors give an empty count)."""
     from ray.util.state import list_actors, list_tasks
+
+    time.sleep(STATE_LAG_S)  # task and actor events reach the state API about once a second
 
     fn, id_key, name_key = (
         (list_actors, "actor_id", "class_name") if kind == "actors" else (list_tasks, "task_id", "name")
@@ -769,7 +810,7 @@ def markdown(res: dict) -> str:
             lines.append(
                 f"| prep | {fmt_rows(r['rows'])} | `prepare_snapshot` (Ray Data) | {r['wall_s']:.2f} | "
                 f"{r['rows_per_s']:,.0f} | peak +{r.get('mem_peak_above_start_gb', 0):.1f} GB; map tasks "
-                f"{_per_node(r.get('map_tasks_per_node'))} |"
+                f"{_per_node(r.get('map_tasks_per_node'))}{_busy(r)} |"
             )
         else:
             lines.append(f"| prep | {fmt_rows(r['rows'])} | | | | {note(r)} |")
@@ -779,7 +820,7 @@ def markdown(res: dict) -> str:
                 f"| train | {fmt_rows(r['rows'])} | {r['plan']} | {r['wall_s']:.2f} | "
                 f"{r['rows'] / r['wall_s']:,.0f} | boosting {r['train_s']:.1f} s, AUC {r['auc']:.4f}"
                 + (f"; workers {_per_node(r['workers_per_node'])}" if r.get("workers_per_node") else "")
-                + " |"
+                + f"{_busy(r)} |"
             )
         else:
             lines.append(f"| train | {fmt_rows(r['rows'])} | {r.get('plan', '')} | | | {note(r)} |")
@@ -789,7 +830,7 @@ def markdown(res: dict) -> str:
                 f"| batch | {fmt_rows(r['rows'])} | `predict_files`, {r['actors_max']} actors x 0.5 CPU | "
                 f"{r['wall_s']:.2f} | {r['rows_per_s']:,.0f} | scoring {r['score_s']:.2f} s = "
                 f"{r['score_rows_per_s']:,.0f} rows/s, {r['score_rows_per_s_per_node']:,.0f} per node; actors "
-                f"{_per_node(r.get('actors_per_node'))} |"
+                f"{_per_node(r.get('actors_per_node'))}{_busy(r)} |"
             )
         else:
             lines.append(f"| batch | {fmt_rows(r['rows'])} | | | | {note(r)} |")
@@ -811,6 +852,11 @@ def markdown(res: dict) -> str:
     if res.get("compare"):
         lines += ["", compare_markdown(res["compare"])]
     return "\n".join(lines) + "\n"
+
+
+def _busy(r: dict) -> str:
+    f = r.get("other_processes_cpu_fraction") or 0
+    return f"; other processes used {f:.0%} of the CPUs" if f >= 0.05 else ""
 
 
 def _per_node(counts: dict | None) -> str:
@@ -971,6 +1017,17 @@ def main_compare(paths: list[str]) -> int:
 
 
 # ===================================================================================== main
+def wait_for_idle(max_wait_s: float = 120.0, busy_below: float = 0.25) -> dict:
+    """Wait (up to ``max_wait_s``) until the machine's CPUs are mostly idle for 3 s (a shared machine)."""
+    t = time.perf_counter()
+    while True:
+        busy = psutil.cpu_percent(interval=3.0) / 100
+        waited = time.perf_counter() - t
+        if busy < busy_below or waited >= max_wait_s:
+            return {"waited_s": round(waited, 1), "cpu_busy_fraction_when_started": round(busy, 3)}
+        print(f"waiting for idle CPUs (busy {busy:.0%})", flush=True)
+
+
 def machine_info() -> dict:
     cpu_model = ""
     with contextlib.suppress(OSError):
@@ -1104,8 +1161,11 @@ def main(argv=None) -> int:
         out_path.write_text(json.dumps(res, indent=1, default=str))
 
     t_all = time.perf_counter()
+    res["idle_wait"] = wait_for_idle()
     try:
         res["cluster"] = topo.start()
+        if hasattr(topo, "own_pids"):
+            mem.own_pids = topo.own_pids
         res["cluster"]["node_cpus"] = node_cpus()
         args.batch_actors = args.batch_actors or max(1, int(sum(res["cluster"]["node_cpus"])))
         print(f"cluster: {res['cluster']}", flush=True)
