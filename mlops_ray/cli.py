@@ -764,9 +764,17 @@ def pipeline_watch(config_path, url, max_runs, duration):
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
+    timer = None
     if duration is not None:
-        threading.Timer(duration, stop.set).start()
-    Watcher(_context(cfg), cfg, echo=click.echo, service_url=url).run_forever(stop, max_runs=max_runs)
+        # daemon, and cancelled: a watcher that stops after --max-runs exits then, not when --duration ends
+        timer = threading.Timer(duration, stop.set)
+        timer.daemon = True
+        timer.start()
+    try:
+        Watcher(_context(cfg), cfg, echo=click.echo, service_url=url).run_forever(stop, max_runs=max_runs)
+    finally:
+        if timer is not None:
+            timer.cancel()
     click.echo("[watch] stopped")
 
 

@@ -117,3 +117,26 @@ def test_prepare_list_show(tmp_path, workspace):
     assert shown["snapshot_id"] == sid and shown["rows"] == 1500
     # inferred features: numerics and strings other than id/label/timestamp
     assert "income" in shown["spec"]["numeric_features"] and "region" in shown["spec"]["categorical_features"]
+
+
+def test_watch_with_max_runs_exits_when_done_not_when_duration_ends(monkeypatch, tmp_path):
+    """`pipeline watch --max-runs 1 --duration 600`: once the watcher stops, no timer thread is left
+    to keep the process (a Ray job's driver) alive until the duration passes."""
+    import threading
+
+    from mlops_ray.demo.quickstart import bundled_config_path
+    from mlops_ray.pipeline import watch
+
+    class Done:
+        def __init__(self, *a, **kw):
+            pass
+
+        def run_forever(self, stop, max_runs=None):
+            return None  # as after its max_runs runs
+
+    monkeypatch.setattr(watch, "Watcher", Done)
+    before = set(threading.enumerate())
+    r = _run("pipeline", "watch", "--config", str(bundled_config_path()), "--max-runs", "1", "--duration", "600")
+    assert r.exit_code == 0 and "[watch] stopped" in r.output
+    left = [t for t in set(threading.enumerate()) - before if t.is_alive() and not t.daemon]
+    assert not left, left
