@@ -132,6 +132,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -418,6 +419,17 @@ def write_text(path: str, text: str) -> list[str]:
     p = Path(path)
     p.write_text(text)
     return sorted(os.listdir(p.parent))
+
+
+def http_get(url: str, timeout: float = 10) -> str:
+    """Body of ``GET url`` (text), or ``"error: ..."`` when it cannot be reached."""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return r.read().decode()
+    except OSError as e:
+        return f"error: {e!r}"
 
 
 def mount_fstype(path: str) -> str:
@@ -882,7 +894,7 @@ def start_two_node_cluster(
     tmp_dir: Path,
     cpus_per_node: int = 2,
     mode: str = "auto",
-    env: dict | None = None,
+    env: dict | Callable[[str], dict] | None = None,
     hide: tuple[Path, ...] | list[Path] = (),
     health_check_period_ms: int = 1000,
     health_check_failure_threshold: int = 3,
@@ -893,9 +905,12 @@ def start_two_node_cluster(
         tmp_dir: the caller's scratch directory (holds ``private_root`` and the `ray start` logs).
         cpus_per_node: logical CPUs of each node.
         mode: ``"auto"`` (netns where possible, else loopback), ``"netns"`` (fail if impossible), ``"loopback"``.
-        env: environment added to both ``ray start`` processes (and to drivers started through the cluster).
-        hide: directories the worker node sees as empty tmpfs (netns mode), e.g. the driver's workspace,
-            so that a hidden dependency on them fails as on a real second machine.
+        env: environment added to both ``ray start`` processes (and to drivers started through the cluster),
+            or a function of ``service_host`` returning it (that address exists only once the namespaces
+            do: e.g. ``lambda host: {"AWS_ENDPOINT_URL_S3": f"http://{host}:{port}"}``).
+        hide: existing directories the worker node sees as empty tmpfs (netns mode), e.g. the driver's
+            workspace or pytest's base temp dir, so that a hidden dependency on them fails as on a real
+            second machine. Never the repository, the venv or /tmp itself (the nodes' Ray temp dirs).
         health_check_period_ms, health_check_failure_threshold: the GCS's node health check.
 
     Raises:
@@ -906,6 +921,9 @@ def start_two_node_cluster(
     t0 = time.monotonic()
     reap_stale()
     tmp_dir = Path(tmp_dir)
+    for p in hide:
+        if not Path(p).is_dir():
+            raise ClusterError(f"hide: {p} is not an existing directory (a tmpfs is mounted over it)")
     tag = f"{os.getpid()}-{random.getrandbits(24):06x}"
     tmp_root = Path("/tmp") / f"{PREFIX}{tag}"
     tmp_root.mkdir(mode=0o755)
@@ -945,7 +963,7 @@ def start_two_node_cluster(
         tmp_root=tmp_root,
         log_dir=tmp_dir / "ray-start-logs",
         _cpus=cpus_per_node,
-        _user_env={k: str(v) for k, v in (env or {}).items()},
+        _user_env={k: str(v) for k, v in ((env(plan["service_ip"]) if callable(env) else env) or {}).items()},
         _health_env={
             "RAY_health_check_period_ms": str(health_check_period_ms),
             "RAY_health_check_failure_threshold": str(health_check_failure_threshold),

@@ -23,7 +23,6 @@ from pathlib import Path
 
 import psutil
 import pytest
-import yaml
 
 from tests._tracking import start_tracking_stack
 
@@ -240,42 +239,3 @@ def test_cli_start_with_a_bad_data_dir_exits_2_with_a_message(tmp_path):
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 2, (out, err)
     assert err.startswith("error: --data-dir ") and "is a file" in err and "Traceback" not in err, err
-
-
-# ------------------------------------------------------------------------------------ the project on it
-def test_the_quickstart_pipeline_registers_its_champion_on_the_server(stack, ray_session, tmp_path):
-    import psycopg
-
-    from mlops_ray.config import config_from_dict
-    from mlops_ray.context import Context
-    from mlops_ray.demo.quickstart import bundled_config_path
-    from mlops_ray.pipeline import stages
-    from mlops_ray.pipeline.run import run_pipeline
-
-    raw = yaml.safe_load(bundled_config_path().read_text())
-    raw["mlflow"]["tracking_uri"] = stack.url
-    cfg = config_from_dict(raw)
-    ctx = Context.create(cfg, workspace=tmp_path / "pipeline-ws")  # not the fixture's, which has SQLite
-    assert ctx.tracking_uri == stack.url
-    stages.ensure_sample_data(ctx, cfg)
-    t0 = time.perf_counter()
-    res = run_pipeline(ctx, cfg, trigger="manual", reason="tracking server on PostgreSQL")
-    print(f"\n[pipeline] quickstart config on the tracking server: {time.perf_counter() - t0:.1f} s")
-    assert res.status == "succeeded", res.error
-    name = cfg.registry.model_name
-    assert res.version and res.decision == "PROMOTE"
-    with psycopg.connect(**stack.pg.connect_kwargs()) as conn:
-        aliases = conn.execute("select alias, version from registered_model_aliases where name = %s", (name,))
-        assert ("champion", int(res.version)) in aliases.fetchall()
-        (source,) = conn.execute(
-            "select source from model_versions where name = %s and version = %s", (name, int(res.version))
-        ).fetchone()
-    mv = ctx.client.get_model_version_by_alias(name, "champion")
-    assert mv.version == res.version
-    exp_id = ctx.experiment_id
-    keys = stack.objects()
-    mine = [k for k in keys if k.startswith(f"{stack.prefix}/{exp_id}/")]
-    assert any(k.endswith("/MLmodel") for k in mine), (source, mine[:20])
-    # nothing of MLflow's on local disk: no SQLite store, no artifact root in the workspace
-    assert not ctx.workspace.mlflow_db.exists()
-    assert not ctx.workspace.artifacts.exists() or not any(ctx.workspace.artifacts.iterdir())
