@@ -19,7 +19,7 @@ import uuid
 
 import pytest
 
-from tests._multinode import mount_fstype, path_exists, start_two_node_cluster, where_am_i, write_text
+from tests._multinode import http_get, mount_fstype, path_exists, start_two_node_cluster, where_am_i, write_text
 
 pytestmark = [pytest.mark.integration]
 
@@ -153,6 +153,53 @@ def test_a_driver_started_on_the_worker_node_attaches_to_it(cluster):
     r = cluster.run_on_head([sys.executable, "-c", code], timeout=120)
     assert r.returncode == 0, r.stderr[-3000:]
     assert f"NODE={cluster.head_node_id}" in r.stdout, (r.stdout, r.stderr[-2000:])
+
+
+def test_a_service_bound_to_service_host_is_reached_from_both_nodes(cluster):
+    import http.server
+    import threading
+
+    import ray
+
+    class Hello(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = f"hello from {self.client_address[0]}".encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer((cluster.service_host, 0), Hello)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://{cluster.service_host}:{server.server_address[1]}/"
+        get = ray.remote(num_cpus=0.1)(http_get)
+        answers = {node: ray.get(get.options(**cluster.pin(node)).remote(url)) for node in ("head", "worker")}
+    finally:
+        server.shutdown()
+        server.server_close()
+    # each node reaches it from its own address
+    assert answers == {"head": f"hello from {cluster.head_ip}", "worker": f"hello from {cluster.worker_ip}"}
+
+
+def test_a_job_submitted_to_the_dashboard_runs_its_driver_on_the_head(cluster):
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    client = JobSubmissionClient(cluster.dashboard_url)  # from the root namespace: an HTTP client only
+    code = "import ray; ray.init(); print('NODE=' + ray.get_runtime_context().get_node_id())"
+    job = client.submit_job(entrypoint=f'{sys.executable} -c "{code}"')
+    deadline, status = time.monotonic() + 120, None
+    while time.monotonic() < deadline:
+        status = client.get_job_status(job)
+        if status in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED):
+            break
+        time.sleep(0.5)
+    logs = client.get_job_logs(job)
+    assert status == JobStatus.SUCCEEDED, logs[-3000:]
+    assert f"NODE={cluster.head_node_id}" in logs, logs[-3000:]
 
 
 def _is_private(addr: str, allowed: set[str]) -> bool:
