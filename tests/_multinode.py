@@ -63,11 +63,12 @@ Services (S3 emulator, MLflow server, ...)
 ------------------------------------------
 Bind them to ``cluster.service_host`` (netns: the bridge address in the root namespace; loopback:
 ``127.0.0.1``); both nodes reach it, a namespace's ``127.0.0.1`` is its own. The address exists
-only once the cluster is up: start the cluster first, then the services, and pass their URLs to the
-cluster's tasks through ``env`` known up front (e.g. choose the port with :func:`free_ports_on`
-before, bind after) or through ``runtime_env={"env_vars": ...}`` of the driver. A socket that
-should live in the head's namespace instead can be created under ``with cluster.in_head_netns():``
-(affects the calling thread only).
+only once the namespaces do: choose the services' ports up front (:func:`free_ports_on`), pass
+``env`` as a function of ``service_host`` (``lambda host: {"AWS_ENDPOINT_URL_S3":
+f"http://{host}:{port}"}``), and bind the services once the cluster is up (or pass their URLs
+through ``runtime_env={"env_vars": ...}`` of a driver). A socket that should live in the head's
+namespace instead (e.g. a server only the cluster reaches) can be created under ``with
+cluster.in_head_netns():`` (affects the calling thread only).
 
 Environment
 -----------
@@ -520,9 +521,8 @@ class TwoNodeCluster:
         :meth:`popen_on_head` / :meth:`popen_on_worker` (see the module docstring: a root-namespace driver
         in netns mode would listen on all interfaces)."""
         env = self._base_env()
-        env.update(self._user_env)
+        env.update(self._user_env)  # RAY_AUTH_MODE=disabled (from _base_env) unless the cluster's env says otherwise
         env["RAY_ADDRESS"] = self.address
-        env["RAY_AUTH_MODE"] = "disabled"
         if self.mode == "loopback":  # else Ray rewrites the address 127.0.0.1 to the machine's public one
             env[CLUSTER_SWITCH_ENV] = "0"
         env.update(extra)
