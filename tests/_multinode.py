@@ -403,9 +403,11 @@ def _netns_unavailable() -> str | None:
 # Functions for Ray tasks that check where they ran and what they see. Defined here, not in a test
 # module: Ray pickles module-level functions by reference, and workers import this module as
 # `tests._multinode` (the repository root is on their sys.path), not a test module pytest put on its own.
-def where_am_i() -> tuple[str, str]:
-    """(node id, task id) of the task or actor calling it, from Ray's runtime context."""
+def where_am_i(sleep_s: float = 0.0) -> tuple[str, str]:
+    """(node id, task id) of the task or actor calling it, from Ray's runtime context (after ``sleep_s``)."""
     import ray
+
+    time.sleep(sleep_s)
 
     ctx = ray.get_runtime_context()
     return ctx.get_node_id(), ctx.get_task_id()
