@@ -83,8 +83,9 @@ Environment
   convention; the Serve CLI and job client must agree with the cluster); free ports per node for
   Ray Serve's fixed-port listeners (HAProxy stats/metrics, fallback proxy) and the head's fixed
   metrics ports; a private HAProxy directory per node; the GCS health check at
-  ``health_check_period_ms`` x ``health_check_failure_threshold`` (default 1000 ms x 3; Ray's
-  default 3000 ms x 5 takes ~15 s to declare a killed node dead). Values in ``env`` win.
+  ``health_check_period_ms`` x ``health_check_failure_threshold`` (default 1000 ms x 3: a killed
+  worker was declared dead after 2.3-3.3 s here; Ray's defaults in ``ray_config_def.h``, 3000 ms x 5,
+  would mean ~15 s, not measured). Values in ``env`` win.
 * :meth:`TwoNodeCluster.env`: the environment for a driver or CLI subprocess: ``RAY_ADDRESS`` (GCS
   address ``head_ip:port``), ``RAY_AUTH_MODE=disabled``, the cluster's ``env``, this venv's ``bin``
   first on ``PATH``. No node-address variable is needed (Ray 2.60 has none): a driver attaches to a
