@@ -163,6 +163,10 @@ def _write_config(path: Path, source: str, tracking_url: str, cluster) -> Path:
 
     # netns: every node's Serve proxy binds its own namespace (lo + one private veth); loopback: 127.0.0.1.
     serve_host = "0.0.0.0" if cluster.mode == "netns" else "127.0.0.1"
+    from tests._multinode import free_ports_on
+
+    with cluster.in_head_netns():  # a free port where the head's proxy listens (never a fixed one)
+        (serve_port,) = free_ports_on("127.0.0.1", 1)
     raw = {
         "data": {
             "name": "churn",
@@ -186,7 +190,7 @@ def _write_config(path: Path, source: str, tracking_url: str, cluster) -> Path:
         "registry": {"model_name": MODEL},
         "serve": {
             "host": serve_host,
-            "port": 18_000 + os.getpid() % 1000,
+            "port": serve_port,
             "min_replicas": 2,
             "max_replicas": 2,
             "num_cpus_per_replica": 0.25,
@@ -401,7 +405,7 @@ def test_training_survives_losing_the_worker_node(stack):
 
 
 PRE_MONITOR = """
-import sys, ray
+import sys, time, ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from mlops_ray.config import load_config
 from mlops_ray.context import Context
@@ -410,12 +414,21 @@ cfg = load_config(sys.argv[1]); ctx = Context.create(cfg)
 ray.init()
 # The monitor as the service starts it (drift/monitor.py get_monitor), placed on the node asked for;
 # soft: when that node dies Ray restarts it on another one.
-h = RemoteMonitor.options(
-    name=actor_name(cfg.registry.model_name), namespace=NAMESPACE, lifetime="detached", max_restarts=-1,
-    max_task_retries=-1, num_cpus=0, max_concurrency=32,
-    scheduling_strategy=NodeAffinitySchedulingStrategy(sys.argv[2], soft=True),
-).remote(cfg.registry.model_name, cfg.drift.model_dump(), ctx.state, ctx.tracking_uri)
-ray.get(h.ping.remote())
+# Soft affinity may still pick another node (seen once, right after the worker node restarted): retry.
+from ray.util.state import get_actor
+for attempt in range(10):
+    h = RemoteMonitor.options(
+        name=actor_name(cfg.registry.model_name), namespace=NAMESPACE, lifetime="detached", max_restarts=-1,
+        max_task_retries=-1, num_cpus=0, max_concurrency=32,
+        scheduling_strategy=NodeAffinitySchedulingStrategy(sys.argv[2], soft=True),
+    ).remote(cfg.registry.model_name, cfg.drift.model_dump(), ctx.state, ctx.tracking_uri)
+    ray.get(h.ping.remote())
+    if get_actor(h._ray_actor_id.hex()).node_id == sys.argv[2]:
+        break
+    ray.kill(h, no_restart=True)
+    time.sleep(1)
+else:
+    sys.exit("the monitor could not be placed on the worker node")
 """
 
 
