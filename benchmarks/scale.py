@@ -303,6 +303,14 @@ class OneNode:
     def cmd(self, argv: list[str]) -> list[str]:
         return argv
 
+    def serve_host(self) -> str:
+        return "127.0.0.1"
+
+    def haproxy_dirs(self) -> list[Path]:
+        from mlops_ray.ray_runtime import haproxy_dir
+
+        return [haproxy_dir()]
+
     def before_serving(self) -> None:
         """``mlops-ray serve`` starts its own local cluster with the serving hooks: do the same."""
         import ray
@@ -385,6 +393,16 @@ class TwoNode:
     def cmd(self, argv: list[str]) -> list[str]:
         return self.cluster.head_cmd(argv)
 
+    def serve_host(self) -> str:
+        # Ray Serve binds every node's proxy and direct-ingress replica servers to serve.host: with
+        # 127.0.0.1 the head's HAProxy marks the worker's replicas DOWN (measured: all requests to the
+        # head's replica). Inside the namespaces 0.0.0.0 is lo plus the private veth address only.
+        return "0.0.0.0" if self.cluster.mode == "netns" else "127.0.0.1"
+
+    def haproxy_dirs(self) -> list[Path]:
+        # every node's HAProxy keeps its files in a directory named after its node id; wrk calls the head's
+        return [self.cluster.tmp_root / "hap-h" / self.cluster.head_node_id]
+
     def before_serving(self) -> None:
         # loopback mode: both nodes share one port space, so one proxy (HeadOnly) for the service's port
         if self.cluster.mode != "netns":
@@ -410,9 +428,10 @@ class Existing:
 
     name = "cluster"
 
-    def __init__(self, address: str, workspace: Path):
+    def __init__(self, address: str, workspace: Path, serve_host: str | None = None):
         self.address = address
         self.workspace = workspace
+        self.serve_host_arg = serve_host
 
     def start(self) -> dict:
         import ray
@@ -438,6 +457,12 @@ class Existing:
 
     def cmd(self, argv: list[str]) -> list[str]:
         return argv
+
+    def serve_host(self) -> str:
+        return self.serve_host_arg or "127.0.0.1"
+
+    def haproxy_dirs(self) -> list[Path]:
+        return []
 
     def before_serving(self) -> None:
         pass
@@ -702,6 +727,42 @@ def run_batch(args, topo, mem: MemWatch, ctx, cfg, data: dict, work: Path, res: 
         )
 
 
+def haproxy_requests(topo) -> dict[str, int]:
+    """Requests each backend server of the head's HAProxy has answered so far ({"address:port": count}),
+    from its admin socket ("show stat") and config; {} when there is none to read."""
+    import socket
+
+    socks = [p for d in topo.haproxy_dirs() for p in Path(d).rglob("admin.sock")] if topo.haproxy_dirs() else []
+    if not socks:
+        return {}
+    sock = max(socks, key=lambda p: p.stat().st_mtime)
+    addr = {}
+    cfg = sock.parent / "haproxy.cfg"
+    if cfg.exists():
+        for line in cfg.read_text().splitlines():
+            parts = line.split()
+            if len(parts) >= 3 and parts[0] == "server":
+                addr[parts[1]] = parts[2]
+    data = b""
+    try:
+        with topo.netns():
+            c = socket.socket(socket.AF_UNIX)
+        with c:
+            c.settimeout(5)
+            c.connect(str(sock))
+            c.sendall(b"show stat\n")
+            while chunk := c.recv(65536):
+                data += chunk
+    except OSError as err:
+        return {f"unreadable ({err.strerror or err})": 0}
+    out = {}
+    for line in data.decode(errors="replace").splitlines():
+        f = line.split(",")
+        if len(f) > 8 and f[0].startswith("http-") and f[1] not in ("FRONTEND", "BACKEND"):
+            out[addr.get(f[1], f[1])] = int(f[7] or 0)
+    return out
+
+
 def _wrk_args(wrk: str, url: str, body: Path, lua: Path, conc: int, duration: int) -> list[str]:
     return [wrk, "-t1", f"-c{conc}", f"-d{duration}s", "--latency", "--timeout", "10s", "-s", str(lua), url]
 
@@ -762,7 +823,9 @@ def run_serve(args, topo, ctx, cfg, snap, work: Path, res: dict) -> None:
         try:
             with topo.netns():
                 port = free_ports(1)[0]
-            cfg.serve = cfg.serve.model_copy(update={"min_replicas": n, "max_replicas": n, "port": port})
+            host = topo.serve_host()
+            cfg.serve = cfg.serve.model_copy(update={"min_replicas": n, "max_replicas": n, "port": port, "host": host})
+            row["serve_host"] = host
             t = time.perf_counter()
             with topo.netns():
                 if os.environ.get("MLOPS_SCALE_PROXY_HEAD_ONLY"):
@@ -773,12 +836,16 @@ def run_serve(args, topo, ctx, cfg, snap, work: Path, res: dict) -> None:
             row["replica_nodes"], _ = placement(topo, "actors", "ServeReplica", alive_only=True)
             pred = f"{url}/predict"
             run_wrk(topo, wrk, pred, bodies[1], work / "post.lua", 8, 2)  # warm-up
+            h0 = haproxy_requests(topo)
             r1 = run_wrk(topo, wrk, pred, bodies[1], work / "post.lua", 32, args.duration)
             r100 = run_wrk(topo, wrk, pred, bodies[100], work / "post.lua", 8, args.duration)
+            h1 = haproxy_requests(topo)
+            row["requests_per_backend"] = {k: v - h0.get(k, 0) for k, v in h1.items()}
             row["one_record_c32"] = r1
             row["hundred_records_c8"] = {**r100, "rows_per_s": r100["rps"] * 100}
             print(
-                f"serve {n} replica(s) {row['replica_nodes']}: c=32 {r1['rps']:8.1f} rps p50 {r1['p50_ms']:.1f} ms "
+                f"serve {n} replica(s) {row['replica_nodes']} {row['requests_per_backend']}: "
+                f"c=32 {r1['rps']:8.1f} rps p50 {r1['p50_ms']:.1f} ms "
                 f"p99 {r1['p99_ms']:.1f} ms errors {r1['errors']}; 100-record c=8 {r100['rps'] * 100:,.0f} rows/s "
                 f"errors {r100['errors']}",
                 flush=True,
@@ -848,19 +915,21 @@ def markdown(res: dict) -> str:
             lines.append(f"| batch | {fmt_rows(r['rows'])} | | | | {note(r)} |")
     lines += [
         "",
-        "| replicas (0.5 CPU) | placement | 1-record c=32 rps / p50 / p99 ms | 100-record c=8 rows/s | errors |",
-        "|---|---|---|---|---|",
+        "| replicas (0.5 CPU) | placement | requests per replica (HAProxy) | 1-record c=32 rps / p50 / p99 ms "
+        "| 100-record c=8 rows/s | errors |",
+        "|---|---|---|---|---|---|",
     ]
     for r in res["serve"]:
         if "one_record_c32" in r:
             a, b = r["one_record_c32"], r["hundred_records_c8"]
             place = _per_node(r.get("replica_nodes"))
+            per = ", ".join(f"{v:,}" for v in (r.get("requests_per_backend") or {}).values()) or "?"
             lines.append(
-                f"| {r['replicas']} | {place} | {a['rps']:,.0f} / {a['p50_ms']:.1f} / {a['p99_ms']:.1f} | "
+                f"| {r['replicas']} | {place} | {per} | {a['rps']:,.0f} / {a['p50_ms']:.1f} / {a['p99_ms']:.1f} | "
                 f"{b['rows_per_s']:,.0f} | {a['errors'] + b['errors']} |"
             )
         else:
-            lines.append(f"| {r['replicas']} | | | | {note(r)} |")
+            lines.append(f"| {r['replicas']} | | | | | {note(r)} |")
     if res.get("compare"):
         lines += ["", compare_markdown(res["compare"])]
     return "\n".join(lines) + "\n"
@@ -1106,6 +1175,11 @@ def parse_args(argv):
     ap.add_argument("--workers", type=int, nargs="+")
     ap.add_argument("--replicas", type=int, nargs="+")
     ap.add_argument("--duration", type=int, help="seconds per wrk run")
+    ap.add_argument(
+        "--serve-host",
+        help="with --address: serve.host for the service (default 127.0.0.1: then HAProxy on one node cannot "
+        "reach replicas on the others; a multi-node service needs an address every node's HAProxy reaches)",
+    )
     args = ap.parse_args(argv)
     args.size_mode = "full" if args.full else "quick"
     d = SIZES[args.size_mode]
@@ -1133,7 +1207,7 @@ def main(argv=None) -> int:
     os.environ["MLOPS_RAY_HOME"] = workspace
     cores = os.cpu_count() or 2
     if args.address:
-        topo = Existing(args.address, workspace)
+        topo = Existing(args.address, workspace, args.serve_host)
     elif args.two_node:
         topo = TwoNode(max(1, cores // 2), work, Path(workspace))
     else:
