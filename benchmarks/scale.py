@@ -712,17 +712,22 @@ def run_batch(args, topo, mem: MemWatch, ctx, cfg, data: dict, work: Path, res: 
             traceback.print_exc()
             continue
         w, s = min(walls), min(scores)
+        # actors the pool requested but that never started before the job ended are "not placed"
+        scoring = [k for k, v in (row.get("actors_per_node") or {}).items() if v and k != "not placed"]
+        used = max(1, len(scoring)) if scoring else nodes
         row.update(
             wall_s=w,
             score_s=s,
             walls_s=walls,
             rows_per_s=rows / w,
             score_rows_per_s=rows / s,
-            score_rows_per_s_per_node=rows / s / nodes,
+            nodes=nodes,
+            nodes_that_scored=used,
+            score_rows_per_s_per_scoring_node=rows / s / used,
         )
         print(
             f"batch {fmt_rows(rows):>4}: {w:7.2f} s ({rows / w:,.0f} rows/s); scoring {s:.2f} s "
-            f"({rows / s:,.0f} rows/s, {rows / s / nodes:,.0f} per node)",
+            f"({rows / s:,.0f} rows/s on {used} of {nodes} node(s); actors {row.get('actors_per_node')})",
             flush=True,
         )
 
@@ -908,8 +913,8 @@ def markdown(res: dict) -> str:
             lines.append(
                 f"| batch | {fmt_rows(r['rows'])} | `predict_files`, {r['actors_max']} actors x 0.5 CPU | "
                 f"{r['wall_s']:.2f} | {r['rows_per_s']:,.0f} | scoring {r['score_s']:.2f} s = "
-                f"{r['score_rows_per_s']:,.0f} rows/s, {r['score_rows_per_s_per_node']:,.0f} per node; actors "
-                f"{_per_node(r.get('actors_per_node'))}{_busy(r)} |"
+                f"{r['score_rows_per_s']:,.0f} rows/s on {r['nodes_that_scored']} of {r['nodes']} node(s); "
+                f"actors {_per_node(r.get('actors_per_node'))}{_busy(r)} |"
             )
         else:
             lines.append(f"| batch | {fmt_rows(r['rows'])} | | | | {note(r)} |")
