@@ -9,6 +9,15 @@ training, worker ``rank`` of ``world`` takes the rows whose order hash is
 which makes distributed runs reproducible too (XGBoost's distributed quantile
 sketch depends on which rows each worker holds, so Ray Data's block-scheduled
 ``streaming_split`` would not be).
+
+A worker should not read the whole split to keep 1/world of it: at 100M rows on
+10 nodes that is every node reading every byte. When the split has at least
+``world`` files of similar size (a Ray Data snapshot has one file per block), the
+files are dealt out instead (``assign_files``: largest first to the lightest
+worker, by the byte sizes in the manifest, so the same snapshot and worker count
+always give the same assignment), and each worker reads only its own files. With
+fewer files, or sizes too uneven to balance, every worker falls back to reading
+the split and keeping its hash partition.
 """
 
 from __future__ import annotations
@@ -37,6 +46,27 @@ class SplitData:
 
     def __len__(self) -> int:
         return len(self.y)
+
+
+MAX_FILE_IMBALANCE = 1.25  # heaviest worker's bytes / the mean, above which the hash partition is used
+
+
+def assign_files(sizes: dict[str, int], world: int) -> list[list[str]] | None:
+    """Deal ``{file: bytes}`` out to ``world`` workers (largest first to the lightest; ties to the
+    lowest rank), each worker's files in name order; None when that cannot balance the bytes within
+    ``MAX_FILE_IMBALANCE`` of the mean (fewer files than workers, or a few dominant files)."""
+    if world < 1:
+        raise ValueError(f"world must be >= 1, got {world}")
+    if len(sizes) < world:
+        return None
+    loads, parts = [0] * world, [[] for _ in range(world)]
+    for name, size in sorted(sizes.items(), key=lambda kv: (-kv[1], kv[0])):
+        rank = min(range(world), key=lambda r: (loads[r], r))
+        loads[rank] += max(int(size), 1)
+        parts[rank].append(name)
+    if max(loads) > MAX_FILE_IMBALANCE * (sum(loads) / world):
+        return None
+    return [sorted(p) for p in parts]
 
 
 def read_split_table(files: list[str], id_column: str, partition: tuple[int, int] | None = None) -> pa.Table:
@@ -69,7 +99,16 @@ def load_split(
 ) -> SplitData:
     """Features/labels of one snapshot split in deterministic order."""
     spec = snapshot.spec
-    table = read_split_table(snapshot.split_files(split), spec.id_column, partition)
+    files = snapshot.split_files(split)
+    if partition is not None and partition[1] > 1:
+        recorded = snapshot.manifest.get("files") or {}
+        prefix = f"splits/{split}/"
+        sizes = {f: recorded.get(prefix + f.rsplit("/", 1)[-1], {}).get("bytes") for f in files}
+        if all(isinstance(v, int) for v in sizes.values()):  # manifests before checksums had no sizes
+            parts = assign_files(sizes, partition[1])
+            if parts is not None:
+                files, partition = parts[partition[0]], None
+    table = read_split_table(files, spec.id_column, partition)
     x = preprocessor.transform(table)
     y = table.column(spec.label_column).to_numpy(zero_copy_only=False)
     frame = table.to_pandas() if keep_frame else None
