@@ -620,7 +620,7 @@ def run_train(args, topo, mem: MemWatch, snaps: dict, work: Path, storage: str, 
                 row["skipped"] = why
                 print(f"train {fmt_rows(rows)} {label}: {why}", flush=True)
                 continue
-            walls, boosts, out = [], [], None
+            walls, boosts, phases, out = [], [], [], None
             try:
                 for _ in range(args.repeat):
                     out_dir = work / "train" / f"{rows}-{plan.mode}-{plan.num_workers}-{time.time_ns()}"
@@ -639,6 +639,9 @@ def run_train(args, topo, mem: MemWatch, snaps: dict, work: Path, storage: str, 
                         )
                         walls.append(time.perf_counter() - t)
                     boosts.append(out.meta["train_seconds"])
+                    # rank 0's phases (fit_xgboost's meta): trainer.fit() to the train function, reading
+                    # + preprocessing + DMatrix, boosting, the rest of fit(); absent in older commits
+                    phases.append({k: out.meta[f"{k}_seconds"] for k in PHASES if f"{k}_seconds" in out.meta})
                     if plan.num_workers:
                         row["workers_per_node"], _ = placement(topo, "actors", "RayTrainWorker", seen)
                 if valid is None:
@@ -651,8 +654,9 @@ def run_train(args, topo, mem: MemWatch, snaps: dict, work: Path, storage: str, 
                 continue
             best = walls.index(min(walls))
             row.update(wall_s=walls[best], walls_s=walls, train_s=boosts[best], boosts_s=boosts, auc=auc)
+            row.update(phases_s=phases, **{f"{k}_s": v for k, v in phases[best].items() if k != "train"})
             print(
-                f"train {fmt_rows(rows):>4} {row['plan']:<32} {row['wall_s']:7.2f} s (boosting {row['train_s']:.2f} s)"
+                f"train {fmt_rows(rows):>4} {row['plan']:<32} {row['wall_s']:7.2f} s ({_phases(row)})"
                 f" auc={auc:.4f}",
                 flush=True,
             )
@@ -902,7 +906,7 @@ def markdown(res: dict) -> str:
         if "wall_s" in r:
             lines.append(
                 f"| train | {fmt_rows(r['rows'])} | {r['plan']} | {r['wall_s']:.2f} | "
-                f"{r['rows'] / r['wall_s']:,.0f} | boosting {r['train_s']:.1f} s, AUC {r['auc']:.4f}"
+                f"{r['rows'] / r['wall_s']:,.0f} | {_phases(r)}, AUC {r['auc']:.4f}"
                 + (f"; workers {_per_node(r['workers_per_node'])}" if r.get("workers_per_node") else "")
                 + f"{_busy(r)} |"
             )
@@ -938,6 +942,17 @@ def markdown(res: dict) -> str:
     if res.get("compare"):
         lines += ["", compare_markdown(res["compare"])]
     return "\n".join(lines) + "\n"
+
+
+PHASES = ("startup", "load", "train", "finish")
+
+
+def _phases(r: dict) -> str:
+    """Rank 0's phases of the best repeat: 'startup 10.1 s, load 2.3 s, boosting 28.1 s, finish 1.0 s'."""
+    vals = {k: r.get(f"{k}_s") for k in PHASES}
+    return ", ".join(
+        f"{'boosting' if k == 'train' else k} {v:.1f} s" for k, v in vals.items() if v is not None
+    )
 
 
 def _busy(r: dict) -> str:
