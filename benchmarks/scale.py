@@ -656,8 +656,7 @@ def run_train(args, topo, mem: MemWatch, snaps: dict, work: Path, storage: str, 
             row.update(wall_s=walls[best], walls_s=walls, train_s=boosts[best], boosts_s=boosts, auc=auc)
             row.update(phases_s=phases, **{f"{k}_s": v for k, v in phases[best].items() if k != "train"})
             print(
-                f"train {fmt_rows(rows):>4} {row['plan']:<32} {row['wall_s']:7.2f} s ({_phases(row)})"
-                f" auc={auc:.4f}",
+                f"train {fmt_rows(rows):>4} {row['plan']:<32} {row['wall_s']:7.2f} s ({_phases(row)}) auc={auc:.4f}",
                 flush=True,
             )
         del valid
@@ -950,9 +949,7 @@ PHASES = ("startup", "load", "train", "finish")
 def _phases(r: dict) -> str:
     """Rank 0's phases of the best repeat: 'startup 10.1 s, load 2.3 s, boosting 28.1 s, finish 1.0 s'."""
     vals = {k: r.get(f"{k}_s") for k in PHASES}
-    return ", ".join(
-        f"{'boosting' if k == 'train' else k} {v:.1f} s" for k, v in vals.items() if v is not None
-    )
+    return ", ".join(f"{'boosting' if k == 'train' else k} {v:.1f} s" for k, v in vals.items() if v is not None)
 
 
 def _busy(r: dict) -> str:
