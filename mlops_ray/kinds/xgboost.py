@@ -134,6 +134,8 @@ class XGBoostKind(ModelKind):
             "rounds_trained": res.meta["rounds"],
             "best_iteration": res.meta["best_iteration"],
             "early_stopping_metric": loop["watch_metric"],
+            # > 0 when Ray Train restarted the worker group from a checkpoint after a failure
+            "resumed_from_round": res.meta["resumed_from_round"],
         }
         return Fitted(res.booster, out_dir / self.model_file, params, res.history, res.seconds, res.meta)
 
