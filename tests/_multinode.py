@@ -93,7 +93,7 @@ Environment
   address is ``cluster.dashboard_url``.
 * :meth:`TwoNodeCluster.ray_init`: ``ray.init`` for the pytest process itself (netns: inside the
   head's namespace, ``_node_ip_address=head_ip``). Ray allows one cluster per process: shut down the
-  session's local Ray first (``tests/integration/test_multinode_cluster.py`` swaps and restores it).
+  session's local Ray first (``tests/integration/test_multinode.py`` swaps and restores it).
 
 Serve on two nodes: each node runs a proxy; in loopback mode both share one port space, so deploy
 with ``proxy_location: HeadOnly`` (or per-node ports) there.

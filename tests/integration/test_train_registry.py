@@ -6,14 +6,11 @@ import json
 import re
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import mlflow
 import numpy as np
 import pandas as pd
-import psutil
 import pytest
 
 from mlops_ray.config import TrainingSpec, config_from_dict
@@ -251,68 +248,6 @@ def test_bad_inputs_are_clear(ray_session, make_cfg, workspace):
     with pytest.raises(MlopsRayError, match="unreachable"):
         bad = make_cfg(mlflow={"tracking_uri": "http://127.0.0.1:9"})
         _train(bad, _snap(cfg))
-
-
-def _own_train_workers() -> list[psutil.Process]:
-    """Ray Train worker processes of this test session's own cluster, never another cluster's.
-
-    ``ray_session`` starts a fresh local cluster from this process (``address="local"``), so its
-    raylet is a child of this process and every worker the raylet starts is a descendant of it.
-    Workers of other clusters on the host (another pytest session, a ``ray start`` head, whose
-    raylets are not our descendants) are left alone whatever their command line says.
-    """
-    own = []
-    for p in psutil.Process().children(recursive=True):
-        try:
-            if any("RayTrainWorker" in arg for arg in p.cmdline()):
-                own.append(p)
-        except psutil.Error:  # exited meanwhile
-            pass
-    return own
-
-
-def test_distributed_training_recovers_from_killed_worker(ray_session, make_cfg, workspace):
-    """Two workers; one is killed after the first checkpoint; training resumes from it and finishes."""
-    from mlops_ray.train.execution import choose_execution
-    from mlops_ray.train.xgboost_trainer import fit_xgboost
-
-    cfg = make_cfg(
-        rows=60000,
-        model={"num_boost_round": 400, "early_stopping_rounds": None, "params": {"max_depth": 8, "eta": 0.05}},
-    )
-    snap = _snap(cfg)
-    plan = choose_execution([2.0], "distributed", num_workers=2, cpus_per_worker=1)
-    run_dir = workspace.ensure("ray", "train", "ft-test")
-    killed = []
-
-    def killer():
-        deadline = time.time() + 120
-        while time.time() < deadline and not killed:
-            # the 2nd checkpoint being written means the 1st is registered with the controller
-            if len(list(run_dir.glob("checkpoint_*"))) >= 2:
-                for p in _own_train_workers():
-                    p.kill()
-                    killed.append(p.pid)
-                    break
-            time.sleep(0.05)
-
-    t = threading.Thread(target=killer, daemon=True)
-    t.start()
-    out = fit_xgboost(
-        cfg.model,
-        snap,
-        plan,
-        workspace.ensure("runs", "ft"),
-        run_name="ft-test",
-        storage=workspace.shared_uri("ray", "train"),
-        checkpoint_every=20,
-        max_failures=2,
-    )
-    t.join(timeout=1)
-    assert killed, "no worker was killed (training finished before the first checkpoint?)"
-    assert out.meta["rounds"] == 400
-    assert out.meta["resumed_from_round"] >= 20
-    assert out.meta["world_size"] == 2
 
 
 @pytest.mark.parametrize("task", ["regression", "multiclass"])
