@@ -916,7 +916,8 @@ def markdown(res: dict) -> str:
             lines.append(
                 f"| batch | {fmt_rows(r['rows'])} | `predict_files`, {r['actors_max']} actors x 0.5 CPU | "
                 f"{r['wall_s']:.2f} | {r['rows_per_s']:,.0f} | scoring {r['score_s']:.2f} s = "
-                f"{r['score_rows_per_s']:,.0f} rows/s on {r['nodes_that_scored']} of {r['nodes']} node(s); "
+                f"{r['score_rows_per_s']:,.0f} rows/s on {r.get('nodes_that_scored', '?')} of "
+                f"{r.get('nodes', '?')} node(s); "
                 f"actors {_per_node(r.get('actors_per_node'))}{_busy(r)} |"
             )
         else:
