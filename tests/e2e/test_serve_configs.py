@@ -135,37 +135,3 @@ def test_serve_deploy_then_serve_run(head, serve_config):
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=120)
-
-
-def test_mlops_ray_serve_runs_in_foreground_until_sigterm(trained_home, tmp_path):
-    env = dict(
-        os.environ,
-        RAY_AUTH_MODE="disabled",
-        MLOPS_RAY_HOME=str(trained_home),
-        MLOPS_RAY_PROGRESS="0",
-        **serve_port_env(),
-    )
-    env.pop("RAY_ADDRESS", None)
-    # the example config on a free port instead of its fixed 8000
-    raw = yaml.safe_load((ROOT / "examples" / "quickstart.yaml").read_text())
-    raw["serve"]["port"] = free_port()
-    config = tmp_path / "quickstart.yaml"
-    config.write_text(yaml.safe_dump(raw, sort_keys=False))
-    url = f"http://{raw['serve']['host']}:{raw['serve']['port']}"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mlops_ray.cli", "serve", "--config", str(config)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        assert _healthy(url, 180)["model_version"] == "1"
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=180)
-    assert proc.returncode == 0, out[-3000:]
-    assert f"serving quickstart-churn@champion at {url}" in out and "shutting down" in out
-    with pytest.raises(httpx.HTTPError):
-        httpx.get(f"{url}/health", timeout=2)

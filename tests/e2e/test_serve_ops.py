@@ -125,7 +125,7 @@ def _listeners(procs: list[psutil.Process]) -> list[tuple[str, int, str]]:
 # ------------------------------------------------------------------ tests
 class TestOneService:
     """Checks that need a running service but do not end it share one (2 replicas): started once, stopped
-    after the class (a service takes ~20 s to start); the replica kill runs last."""
+    after the class (a service takes ~20 s to start); the replica kill, then SIGTERM, run last."""
 
     @pytest.fixture(scope="class")
     def service(self, homes, tmp_path_factory):
@@ -214,6 +214,17 @@ class TestOneService:
         )
         assert after > 100, "the service did not keep serving after losing a replica"
         assert len(failed) <= concurrency, failed
+
+    def test_sigterm_ends_the_service_with_exit_0_and_closes_the_port(self, service):
+        """Runs last: a supervisor's SIGTERM to the foreground ``mlops-ray serve`` (not to its group)."""
+        svc, _, url = service
+        assert svc.proc.poll() is None, svc.output()[-3000:]
+        svc.proc.send_signal(signal.SIGTERM)
+        assert svc.proc.wait(60) == 0, svc.output()[-3000:]
+        out = svc.output()
+        assert f"@champion at {url}" in out and "shutting down" in out and "stopped in" in out, out[-3000:]
+        with pytest.raises(httpx.HTTPError):
+            httpx.get(f"{url}/health", timeout=2)
 
 
 def test_two_services_side_by_side_answer_only_with_their_own_model(homes, tmp_path):
