@@ -48,6 +48,9 @@ _CHOSEN_PORTS: set[str] = set()  # SERVE_PORT_ENV variables this process set its
 _HAPROXY_DIR_RE = re.compile(r"/" + re.escape(HAPROXY_DIR_PREFIX) + r"(\d+)/")
 
 
+FREE_PORT_LOW = 20_000  # above Ray's default worker port range (10002-19999)
+
+
 def _ephemeral_range() -> tuple[int, int]:
     try:
         lo, hi = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
@@ -59,8 +62,9 @@ def _ephemeral_range() -> tuple[int, int]:
 def free_ports(n: int) -> list[int]:
     """``n`` distinct free TCP ports on loopback (bound together, so never the same one twice).
 
-    Chosen below the kernel's ephemeral range when possible: these ports are bound later by another
-    process (HAProxy, the fallback proxy), and a port from the ephemeral range can be taken in between
+    Chosen between Ray's worker ports (10002-19999 by default, bound by every worker Ray starts) and the
+    kernel's ephemeral range when possible: these ports are bound later by another process (HAProxy, the
+    fallback proxy, a service), and a port from either range can be taken in between, by a Ray worker or
     as the local port of any outgoing connection (a CI run lost HAProxy's metrics port that way).
     """
     import random
@@ -69,11 +73,11 @@ def free_ports(n: int) -> list[int]:
     socks: list[socket.socket] = []
     try:
         tries = 0
-        while len(socks) < n and tries < 50 * n and lo > 10_000:
+        while len(socks) < n and tries < 50 * n and lo > FREE_PORT_LOW + 1_000:
             tries += 1
             s = socket.socket()
             try:
-                s.bind((LOOPBACK, random.randint(10_000, lo - 1)))
+                s.bind((LOOPBACK, random.randint(FREE_PORT_LOW, lo - 1)))
             except OSError:
                 s.close()
                 continue

@@ -94,7 +94,8 @@ def free_port(host: str = "127.0.0.1") -> int:
     """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     low = _ephemeral_low()
-    candidates = [random.randint(10_000, low - 1) for _ in range(50)] if low > 10_000 else []
+    # above Ray's worker ports (10002-19999): a Ray node on the same host binds those for its workers
+    candidates = [random.randint(20_000, low - 1) for _ in range(50)] if low > 21_000 else []
     for port in [*candidates, 0]:
         with socket.socket(family, socket.SOCK_STREAM) as s:
             try:

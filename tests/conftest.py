@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import sys
-from contextlib import ExitStack
 
 import pytest
 
@@ -36,12 +34,11 @@ def _uses_services(node) -> bool:
 
 
 def _free_ports(n: int) -> list[int]:
-    """``n`` distinct ports free on 127.0.0.1 now (bound all at once, so never the same twice)."""
-    with ExitStack() as stack:
-        socks = [stack.enter_context(socket.socket()) for _ in range(n)]
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
+    """``n`` distinct ports free on 127.0.0.1 now, outside Ray's worker and the kernel's ephemeral
+    ranges (:func:`mlops_ray.ray_runtime.free_ports`)."""
+    from mlops_ray.ray_runtime import free_ports
+
+    return free_ports(n)
 
 
 # ------------------------------------------------------------------ workspace + MLflow store

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import socket
 import time
-from contextlib import ExitStack
 
 import psutil
 
@@ -19,12 +17,13 @@ SERVE_PORT_ENV = (
 
 
 def free_ports(n: int) -> list[int]:
-    """``n`` distinct ports free on 127.0.0.1 now (all bound at once, so never the same twice)."""
-    with ExitStack() as stack:
-        socks = [stack.enter_context(socket.socket()) for _ in range(n)]
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
+    """``n`` distinct ports free on 127.0.0.1 now, below the kernel's ephemeral range
+    (:func:`mlops_ray.ray_runtime.free_ports`): a server binds them later, in another process, and a port
+    from the ephemeral range can be taken in between as the local port of any outgoing connection (a CI
+    run lost a service's port to its own Ray cluster's start-up that way)."""
+    from mlops_ray.ray_runtime import free_ports as below_ephemeral
+
+    return below_ephemeral(n)
 
 
 def free_port() -> int:

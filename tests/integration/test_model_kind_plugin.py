@@ -11,7 +11,6 @@ a user's own kind module is found.
 from __future__ import annotations
 
 import json
-import socket
 
 import httpx
 import numpy as np
@@ -43,9 +42,9 @@ def toy_kind():
 
 
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    from mlops_ray.ray_runtime import free_ports  # outside Ray's worker and the ephemeral port ranges
+
+    return free_ports(1)[0]
 
 
 def _cfg(small_config):

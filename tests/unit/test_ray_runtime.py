@@ -15,6 +15,9 @@ def test_free_ports_are_distinct_and_bindable():
 
     ports = ray_runtime.free_ports(6)
     assert len(set(ports)) == 6
+    lo = ray_runtime._ephemeral_range()[0]
+    if lo > ray_runtime.FREE_PORT_LOW + 1_000:  # neither a Ray worker's port nor an ephemeral one
+        assert all(ray_runtime.FREE_PORT_LOW <= p < lo for p in ports), ports
     for p in ports:
         with socket.socket() as s:
             s.bind(("127.0.0.1", p))
