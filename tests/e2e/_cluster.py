@@ -17,13 +17,13 @@ SERVE_PORT_ENV = (
 
 
 def free_ports(n: int) -> list[int]:
-    """``n`` distinct ports free on 127.0.0.1 now, below the kernel's ephemeral range
-    (:func:`mlops_ray.ray_runtime.free_ports`): a server binds them later, in another process, and a port
-    from the ephemeral range can be taken in between as the local port of any outgoing connection (a CI
-    run lost a service's port to its own Ray cluster's start-up that way)."""
-    from mlops_ray.ray_runtime import free_ports as below_ephemeral
+    """``n`` distinct ports free on 127.0.0.1 now, outside Ray's worker and the kernel's ephemeral
+    ranges (:func:`mlops_ray.ray_runtime.free_ports`): a server binds them later, in another process,
+    and a port in either range can be taken in between (a CI run lost a service's port to its own Ray
+    cluster's start-up that way)."""
+    from mlops_ray.ray_runtime import free_ports as outside_ray_and_ephemeral
 
-    return below_ephemeral(n)
+    return outside_ray_and_ephemeral(n)
 
 
 def free_port() -> int:
