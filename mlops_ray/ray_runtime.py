@@ -31,11 +31,10 @@ from __future__ import annotations
 import logging
 import os
 import re
-import socket
 import tempfile
 from pathlib import Path
 
-from mlops_ray import compat
+from mlops_ray import compat, ports
 
 AUTH_ENV = "RAY_AUTH_MODE"
 LOOPBACK = "127.0.0.1"
@@ -48,48 +47,11 @@ _CHOSEN_PORTS: set[str] = set()  # SERVE_PORT_ENV variables this process set its
 _HAPROXY_DIR_RE = re.compile(r"/" + re.escape(HAPROXY_DIR_PREFIX) + r"(\d+)/")
 
 
-FREE_PORT_LOW = 20_000  # above Ray's default worker port range (10002-19999)
-
-
-def _ephemeral_range() -> tuple[int, int]:
-    try:
-        lo, hi = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
-        return lo, hi
-    except (OSError, ValueError):
-        return 32768, 60999
-
-
 def free_ports(n: int) -> list[int]:
-    """``n`` distinct free TCP ports on loopback (bound together, so never the same one twice).
-
-    Chosen between Ray's worker ports (10002-19999 by default, bound by every worker Ray starts) and the
-    kernel's ephemeral range when possible: these ports are bound later by another process (HAProxy, the
-    fallback proxy, a service), and a port from either range can be taken in between, by a Ray worker or
-    as the local port of any outgoing connection (a CI run lost HAProxy's metrics port that way).
-    """
-    import random
-
-    lo = _ephemeral_range()[0]
-    socks: list[socket.socket] = []
-    try:
-        tries = 0
-        while len(socks) < n and tries < 50 * n and lo > FREE_PORT_LOW + 1_000:
-            tries += 1
-            s = socket.socket()
-            try:
-                s.bind((LOOPBACK, random.randint(FREE_PORT_LOW, lo - 1)))
-            except OSError:
-                s.close()
-                continue
-            socks.append(s)
-        while len(socks) < n:  # fall back to the kernel's choice
-            s = socket.socket()
-            s.bind((LOOPBACK, 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
+    """``n`` distinct TCP ports free on loopback now, outside Ray's worker and the kernel's ephemeral
+    port ranges where possible (:func:`mlops_ray.ports.free_ports`): HAProxy, the fallback proxy and a
+    service bind them later, in another process."""
+    return ports.free_ports(n, LOOPBACK)
 
 
 def haproxy_dir() -> Path:

@@ -30,7 +30,6 @@ import importlib.util
 import ipaddress
 import os
 import pwd
-import random
 import re
 import secrets
 import shutil
@@ -44,6 +43,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mlops_ray import ports
 from mlops_ray.errors import ConfigError, TrackingServerError
 
 PG_USER = "postgres"  # the system user PostgreSQL runs as when we are root (Debian creates it)
@@ -79,35 +79,16 @@ def url_host(host: str) -> str:
     return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 
-def _ephemeral_low() -> int:
-    try:
-        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return 32768
-
-
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port free on ``host`` now, chosen below the kernel's ephemeral range when possible.
+    """A TCP port free on ``host`` now, outside Ray's worker and the kernel's ephemeral port ranges
+    where possible (:func:`mlops_ray.ports.free_ports`).
 
-    The server binds it a moment later in another process; a port from the ephemeral range could be
-    taken in between as the local port of an outgoing connection. Callers retry on a lost race.
+    The server binds it a moment later in another process; callers retry on a lost race.
     """
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    low = _ephemeral_low()
-    # above Ray's worker ports (10002-19999): a Ray node on the same host binds those for its workers
-    candidates = [random.randint(20_000, low - 1) for _ in range(50)] if low > 21_000 else []
-    for port in [*candidates, 0]:
-        with socket.socket(family, socket.SOCK_STREAM) as s:
-            try:
-                s.bind((host, port))
-            except OSError:
-                if port == 0:
-                    raise TrackingServerError(
-                        f"cannot bind a TCP port on {host}: is it an address of this machine?"
-                    ) from None
-                continue
-            return s.getsockname()[1]
-    raise AssertionError("unreachable")
+    try:
+        return ports.free_ports(1, host)[0]
+    except OSError:
+        raise TrackingServerError(f"cannot bind a TCP port on {host}: is it an address of this machine?") from None
 
 
 def _tail(path: Path | None, lines: int = 30) -> str:

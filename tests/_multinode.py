@@ -130,7 +130,6 @@ import re
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -192,39 +191,13 @@ def _run(argv: list[str], check: bool = True, timeout: float = 60, **kw) -> subp
     return r
 
 
-def _ephemeral_low() -> int:
-    try:
-        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return 32768
-
-
 def free_ports_on(host: str, n: int) -> list[int]:
-    """``n`` distinct TCP ports free on ``host`` now (in the calling thread's network namespace),
-    between Ray's worker port range (10002-19999) and the kernel's ephemeral range where possible:
-    they are bound seconds later by another process, and an ephemeral port can be taken in between
-    as the local port of any outgoing connection."""
-    lo = _ephemeral_low()
-    socks: list[socket.socket] = []
-    try:
-        tries = 0
-        while len(socks) < n and tries < 50 * n and lo > 21_000:
-            tries += 1
-            s = socket.socket()
-            try:
-                s.bind((host, random.randint(20_000, lo - 1)))
-            except OSError:
-                s.close()
-                continue
-            socks.append(s)
-        while len(socks) < n:
-            s = socket.socket()
-            s.bind((host, 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
+    """``n`` distinct TCP ports free on ``host`` now (in the calling thread's network namespace), outside
+    Ray's worker and the kernel's ephemeral ranges where possible (:func:`mlops_ray.ports.free_ports`):
+    they are bound seconds later by another process."""
+    from mlops_ray.ports import free_ports
+
+    return free_ports(n, host)
 
 
 @contextlib.contextmanager

@@ -13,14 +13,35 @@ from mlops_ray import ray_runtime
 def test_free_ports_are_distinct_and_bindable():
     import socket
 
+    from mlops_ray import ports as port_rules
+
     ports = ray_runtime.free_ports(6)
     assert len(set(ports)) == 6
-    lo = ray_runtime._ephemeral_range()[0]
-    if lo > ray_runtime.FREE_PORT_LOW + 1_000:  # neither a Ray worker's port nor an ephemeral one
-        assert all(ray_runtime.FREE_PORT_LOW <= p < lo for p in ports), ports
+    lo = port_rules.ephemeral_range()[0]
+    if lo > port_rules.FREE_PORT_LOW + 1_000:  # neither a Ray worker's port nor an ephemeral one
+        assert all(port_rules.FREE_PORT_LOW <= p < lo for p in ports), ports
     for p in ports:
         with socket.socket() as s:
             s.bind(("127.0.0.1", p))
+
+
+def test_free_ports_on_ipv6_loopback_and_a_foreign_address():
+    import socket
+
+    import pytest
+
+    from mlops_ray import ports as port_rules
+
+    if socket.has_ipv6:
+        try:
+            (p,) = port_rules.free_ports(1, "::1")
+        except OSError:
+            pass  # no IPv6 loopback in this namespace
+        else:
+            with socket.socket(socket.AF_INET6) as s:
+                s.bind(("::1", p))
+    with pytest.raises(OSError):  # TEST-NET-1: not an address of this machine
+        port_rules.free_ports(1, "192.0.2.1")
 
 
 def test_local_cluster_env_gives_ephemeral_ports_and_a_private_haproxy_dir(monkeypatch):
