@@ -49,7 +49,10 @@ def _check_port_free(host: str, port: int) -> None:
 
     from mlops_ray.errors import ServiceError
 
-    with socket.socket() as s:
+    # As a server binds it (uvicorn, HAProxy): SO_REUSEADDR, so connections of a service killed a moment
+    # ago that linger in TIME_WAIT do not count, a socket still listening on the port does.
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError as err:

@@ -89,7 +89,12 @@ class Service:
                 self.serving.set()
 
     def wait_serving(self, timeout=180):
-        assert self.serving.wait(timeout), "".join(self.lines)[-4000:]
+        """Until the service prints ``serving``; fails at once when the process ends first."""
+        deadline = time.monotonic() + timeout
+        while not self.serving.wait(0.5):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                time.sleep(0.5)  # the reader thread's last lines
+                raise AssertionError(f"exit {self.proc.poll()}: " + "".join(self.lines)[-4000:])
 
     def tree(self) -> list[psutil.Process]:
         """The service process, every descendant, and HAProxy processes started for it."""
@@ -215,102 +220,141 @@ class TestOneService:
         assert after > 100, "the service did not keep serving after losing a replica"
         assert len(failed) <= concurrency, failed
 
-    def test_sigterm_ends_the_service_with_exit_0_and_closes_the_port(self, service):
-        """Runs last: a supervisor's SIGTERM to the foreground ``mlops-ray serve`` (not to its group)."""
+    def test_sigterm_ends_the_service_with_exit_0_leaving_nothing(self, homes, service):
+        """Runs last: a supervisor's SIGTERM to the foreground ``mlops-ray serve`` (not to its group) ends
+        it with exit 0; the cluster, HAProxy and the service record go, and the port is free again."""
         svc, _, url = service
         assert svc.proc.poll() is None, svc.output()[-3000:]
+        procs = svc.tree()
         svc.proc.send_signal(signal.SIGTERM)
         assert svc.proc.wait(60) == 0, svc.output()[-3000:]
         out = svc.output()
         assert f"@champion at {url}" in out and "shutting down" in out and "stopped in" in out, out[-3000:]
         with pytest.raises(httpx.HTTPError):
             httpx.get(f"{url}/health", timeout=2)
+        _assert_ended_cleanly(procs, homes["a"].parent, url)
 
 
-def test_two_services_side_by_side_answer_only_with_their_own_model(homes, tmp_path):
-    (ca, ua), (cb, ub) = _config_on_free_port(homes["a"], tmp_path), _config_on_free_port(homes["b"], tmp_path)
-    a, b = Service(ca, homes["a"].parent), Service(cb, homes["b"].parent)
-    rec = {"records": [{f: None for f in FEATURES}]}
-    seen: dict[str, set] = {"model-a": set(), "model-b": set()}
-    wrong, stop = [], threading.Event()
+def _assert_ended_cleanly(procs: list[psutil.Process], home: Path, url: str) -> None:
+    """Every process of the service's tree is gone, its service record too, and its port binds again."""
+    left = _gone(procs, timeout=20)
+    assert left == [], [(p.pid, " ".join(p.cmdline())[:100]) for p in left]
+    port = int(url.rsplit(":", 1)[1])
+    assert not (home / "run" / f"serve-{port}.json").exists(), "a stopped service left its service record behind"
+    with socket.socket() as s:  # as a server binds it
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", port))
 
-    def poll(url, name):  # from the first moment on: never a foreign answer, 503 until ready
-        with httpx.Client(timeout=10) as c:
-            while not stop.is_set():
-                try:
-                    r = c.post(f"{url}/predict", json=rec)
-                except httpx.HTTPError:
-                    time.sleep(0.2)
-                    continue
-                if r.status_code == 200:
-                    got = r.json()["model"]["name"]
-                    seen[name].add(got)
-                    if got != name:
-                        wrong.append((url, got))
-                elif r.status_code not in (404, 502, 503):
-                    wrong.append((url, r.status_code, r.text[:200]))
-                time.sleep(0.05)
 
-    threads = [threading.Thread(target=poll, args=(ua, "model-a")), threading.Thread(target=poll, args=(ub, "model-b"))]
-    for t in threads:
-        t.start()
-    try:
-        a.wait_serving()
-        b.wait_serving()
-        time.sleep(2)
-    finally:
-        stop.set()
+def _stop(svc: Service) -> None:
+    if svc.proc.poll() is None:
+        svc.proc.send_signal(signal.SIGTERM)
+        try:
+            svc.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(svc.proc.pid, signal.SIGKILL)
+            svc.proc.wait(30)
+
+
+class TestTwoServices:
+    """Two services (one replica each: what must end is the cluster, HAProxy and the driver, not a
+    second replica's start-up) started side by side on one host, then ended the three hard ways in
+    turn: Ctrl-C, SIGKILL (and the same port serving again), a second signal during the shutdown."""
+
+    @pytest.fixture(scope="class")
+    def pair(self, homes, tmp_path_factory):
+        tmp = tmp_path_factory.mktemp("pair")
+        (ca, ua), (cb, ub) = (_config_on_free_port(homes[k], tmp, min_replicas=1, max_replicas=1) for k in "ab")
+        a, b = Service(ca, homes["a"].parent), Service(cb, homes["b"].parent)
+        started = [a, b]
+        rec = {"records": [{f: None for f in FEATURES}]}
+        seen: dict[str, set] = {"model-a": set(), "model-b": set()}
+        wrong, stop = [], threading.Event()
+
+        def poll(url, name):  # from the first moment on: never a foreign answer, 503 until ready
+            with httpx.Client(timeout=10) as c:
+                while not stop.is_set():
+                    try:
+                        r = c.post(f"{url}/predict", json=rec)
+                    except httpx.HTTPError:
+                        time.sleep(0.2)
+                        continue
+                    if r.status_code == 200:
+                        got = r.json()["model"]["name"]
+                        seen[name].add(got)
+                        if got != name:
+                            wrong.append((url, got))
+                    elif r.status_code not in (404, 502, 503):
+                        wrong.append((url, r.status_code, r.text[:200]))
+                    time.sleep(0.05)
+
+        threads = [
+            threading.Thread(target=poll, args=(ua, "model-a")),
+            threading.Thread(target=poll, args=(ub, "model-b")),
+        ]
         for t in threads:
-            t.join(30)
-        for s in (a, b):
-            s.proc.send_signal(signal.SIGTERM)
-        for s in (a, b):
-            s.proc.wait(60)
-    assert wrong == []
-    assert seen == {"model-a": {"model-a"}, "model-b": {"model-b"}}, (seen, a.output()[-2000:], b.output()[-2000:])
+            t.start()
+        try:
+            try:
+                a.wait_serving()
+                b.wait_serving()
+                time.sleep(2)
+            finally:
+                stop.set()
+                for t in threads:
+                    t.join(30)
+            yield {"a": (a, ca, ua), "b": (b, cb, ub), "seen": seen, "wrong": wrong, "started": started}
+        finally:
+            for svc in started:
+                _stop(svc)
 
+    def test_side_by_side_each_answers_only_with_its_own_model(self, pair):
+        a, b = pair["a"][0], pair["b"][0]
+        assert pair["wrong"] == []
+        assert pair["seen"] == {"model-a": {"model-a"}, "model-b": {"model-b"}}, (
+            pair["seen"],
+            a.output()[-2000:],
+            b.output()[-2000:],
+        )
 
-@pytest.mark.parametrize("how", ["sigint", "second-signal", "sigkill"])
-def test_shutdown_is_fast_leaves_nothing_and_the_port_is_free_again(homes, tmp_path, how):
-    # one replica: what must end is the cluster, HAProxy and the driver, not a second replica's start-up
-    config, url = _config_on_free_port(homes["a"], tmp_path, min_replicas=1, max_replicas=1)
-    svc = Service(config, homes["a"].parent)
-    svc.wait_serving()
-    procs = svc.tree()
-    assert any("raylet" in " ".join(p.cmdline()) for p in procs)
-    assert any("haproxy" in " ".join(p.cmdline()) for p in procs), "no HAProxy found for the service"
-    t0 = time.monotonic()
-    if how == "sigint":
+    def test_ctrl_c_is_fast_leaves_nothing_and_the_other_service_keeps_serving(self, homes, pair):
+        svc, _, url = pair["a"]
+        procs = svc.tree()
+        assert any("raylet" in " ".join(p.cmdline()) for p in procs)
+        assert any("haproxy" in " ".join(p.cmdline()) for p in procs), "no HAProxy found for the service"
+        t0 = time.monotonic()
         svc.proc.send_signal(signal.SIGINT)
         svc.proc.wait(30)
         took = time.monotonic() - t0
         assert took < 10, f"SIGINT shutdown took {took:.1f}s"
         assert "shutting down" in svc.output()
-        record = homes["a"].parent / "run" / f"serve-{url.rsplit(':', 1)[1]}.json"
-        assert not record.exists(), "a cleanly stopped service left its service record behind"
-    elif how == "second-signal":
-        os.killpg(svc.proc.pid, signal.SIGTERM)  # a supervisor signals the whole group ...
-        time.sleep(0.5)
-        os.killpg(svc.proc.pid, signal.SIGTERM)  # ... and again, during the shutdown
-        svc.proc.wait(30)
-        took = time.monotonic() - t0
-        assert took < 5, f"second signal did not end the service at once ({took:.1f}s)"
-    else:
+        _assert_ended_cleanly(procs, homes["a"].parent, url)
+        r = httpx.post(f"{pair['b'][2]}/predict", json={"records": [{f: None for f in FEATURES}]}, timeout=10)
+        assert r.status_code == 200 and r.json()["model"]["name"] == "model-b", r.text[:300]
+
+    def test_sigkill_leaves_nothing_the_port_serves_again_and_a_second_signal_ends_at_once(self, homes, pair):
+        svc, config, url = pair["b"]
+        procs = svc.tree()
+        assert any("haproxy" in " ".join(p.cmdline()) for p in procs), "no HAProxy found for the service"
         svc.proc.kill()
         svc.proc.wait(30)
-    left = _gone(procs, timeout=20)
-    assert left == [], [(p.pid, " ".join(p.cmdline())[:100]) for p in left]
-    port = int(url.rsplit(":", 1)[1])
-    if how != "sigkill":  # the port is free again (as a server binds it); the hardest case restarts for real
-        with socket.socket() as s:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            s.bind(("127.0.0.1", port))
-        return
-    # after SIGKILL (the reaper cleans up): the same port serves again
-    again = Service(config, homes["a"].parent)
-    try:
+        left = _gone(procs, timeout=20)
+        assert left == [], [(p.pid, " ".join(p.cmdline())[:100]) for p in left]
+        # after SIGKILL (the reaper cleans up at the next start): the same port serves again
+        again = Service(config, homes["b"].parent)
+        pair["started"].append(again)
         again.wait_serving()
         assert httpx.get(f"{url}/health", timeout=10).status_code == 200
-    finally:
-        again.proc.send_signal(signal.SIGTERM)
-        again.proc.wait(60)
+        procs = again.tree()
+        t0 = time.monotonic()
+        os.killpg(again.proc.pid, signal.SIGTERM)  # a supervisor signals the whole group ...
+        time.sleep(0.5)
+        os.killpg(again.proc.pid, signal.SIGTERM)  # ... and again, during the shutdown
+        again.proc.wait(30)
+        took = time.monotonic() - t0
+        assert took < 5, f"second signal did not end the service at once ({took:.1f}s)"
+        left = _gone(procs, timeout=20)
+        assert left == [], [(p.pid, " ".join(p.cmdline())[:100]) for p in left]
+        with socket.socket() as s:  # the port is free again, as a server binds it
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(("127.0.0.1", int(url.rsplit(":", 1)[1])))
