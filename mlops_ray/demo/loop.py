@@ -1,6 +1,6 @@
 """The closed loop, shown end to end on a running service: drift alert -> retraining -> gate -> the
 service switching version, with no person involved (``mlops-ray pipeline loop-demo``, the
-quickstart's last part, the closed-loop e2e test and ``benchmarks/closed_loop.py``).
+quickstart's last part, checked by its e2e test, and ``benchmarks/closed_loop.py``).
 
 1. in-distribution traffic (fresh rows from the same generator, another seed): no trigger;
 2. new drifted data lands in the source directory and drifted traffic arrives;

@@ -1,5 +1,6 @@
 """The README's main command, run as a user would: a real process, real local Ray. One quickstart run
 checks what it prints on stdout, that stderr is quiet (library chatter goes to the workspace log file),
+what its closed loop (drift -> retrain -> gate -> switch, zero failed requests) left in the workspace,
 and the README's follow-up commands."""
 
 from __future__ import annotations
@@ -66,8 +67,10 @@ def test_quickstart_then_commands_with_example_config(tmp_path):
     assert again.returncode == 0, again.stderr
     assert "reused" in again.stdout
     history = _cli("pipeline", "history", "--config", str(config), "--json", env=env)
-    runs = [e for e in json.loads(history.stdout) if e["kind"] == "run"]
+    entries = json.loads(history.stdout)
+    runs = [e for e in entries if e["kind"] == "run"]
     assert [e["trigger"] for e in runs] == ["manual", "drift"]
+    _assert_the_loop_closed(entries, config, tmp_path / "home", after)
     # the README's follow-up commands, as written, on this fresh quickstart
     for args in (
         ("train", "--config", str(config)),
@@ -80,6 +83,50 @@ def test_quickstart_then_commands_with_example_config(tmp_path):
         assert r.returncode == 0, (args, r.stdout + r.stderr)
         assert "Traceback" not in r.stderr
     assert f"champion: v3 -> v{after}" in r.stdout  # rollback restored the quickstart's champion
+
+
+def ids(snap, split) -> set:
+    from mlops_ray.data.splits import read_split_table
+
+    t = read_split_table(snap.split_files(split), snap.spec.id_column, None)
+    return set(t.column(snap.spec.id_column).to_pylist())
+
+
+def _assert_the_loop_closed(entries: list[dict], config: Path, home: Path, champion_after: str) -> None:
+    """What the quickstart's closed loop left in its workspace: the drift trigger fired once (never during
+    in-distribution traffic), the retraining snapshot holds the new rows with every old row in its old
+    split (nothing of the champion's training rows in the gate's test rows), the gate compared against v1,
+    and a promotion carries its drift lineage."""
+    from mlflow.tracking import MlflowClient
+
+    from mlops_ray.config import load_config
+    from mlops_ray.context import Context
+
+    fired = [e for e in entries if e["kind"] == "decision" and e["action"] == "run"]
+    assert [d["trigger"] for d in fired] == ["drift"], fired
+    assert "consecutive" in fired[0]["reason"], fired[0]
+    drift_run = [e for e in entries if e["kind"] == "run"][-1]
+    steps = {s["name"]: s for s in drift_run["steps"]}
+    assert drift_run["status"] == "succeeded" and steps["prepare"]["status"] == steps["train"]["status"] == "succeeded"
+    ctx = Context.create(load_config(config), workspace=home)
+    first = next(e for e in entries if e["kind"] == "run")
+    first_prepare = next(s for s in first["steps"] if s["name"] == "prepare")
+    old = ctx.snapshots.find(first_prepare["outputs"]["snapshot_id"])
+    new = ctx.snapshots.find(steps["prepare"]["outputs"]["snapshot_id"])
+    old_rows, new_rows = sum(old.manifest["rows_per_split"].values()), sum(new.manifest["rows_per_split"].values())
+    assert new_rows == old_rows + 6000, (old_rows, new_rows)  # closed_loop's default new rows
+    for split in ("train", "valid", "test"):
+        assert ids(old, split) <= ids(new, split), split
+    assert not ids(old, "train") & ids(new, "test")
+    gate = steps["gate"]["outputs"]
+    assert gate["champion_version"] == "1" and gate["scores"]["champion"] is not None and gate["reasons"]
+    if gate["decision"] == "PROMOTE":
+        version = drift_run["version"]
+        assert champion_after == version
+        tags = MlflowClient(ctx.tracking_uri).get_model_version("quickstart-churn", version).tags
+        assert tags["lineage.trigger"] == "drift" and tags["lineage.trigger_report"].endswith("context.json")
+    else:
+        assert champion_after == "1" and gate["decision"] == "KEEP"
 
 
 def _assert_quiet(r, home: Path) -> None:
