@@ -1,7 +1,7 @@
 """Every Ray job entrypoint in ``jobs/`` is the CLI command its docstring names, arguments passed on
 (run as ``ray job submit`` runs it: ``python jobs/X.py ARGS`` from the working directory; no Ray).
-The pipeline job runs for real through ``ray job submit`` in tests/e2e/test_job_submit.py and on two
-nodes in tests/integration/test_multinode.py."""
+The pipeline job runs for real through ``ray job submit --working-dir .`` and the watch job through Ray's
+job API on two nodes in tests/integration/test_multinode.py."""
 
 from __future__ import annotations
 
