@@ -103,6 +103,24 @@ def wait_rows(url: str, version: str, rows: int, timeout: float = 30.0) -> dict:
         time.sleep(0.3)
 
 
+def wait_settled(url: str, version: str, rows: int, quiet_s: float, timeout: float) -> dict:
+    """Poll /drift until the monitor has seen ``rows`` rows of ``version``, or, once it answers restored
+    from its checkpoint, its row count has not moved for ``quiet_s`` (many push intervals: what was
+    lost in the crash will not come)."""
+    deadline = time.monotonic() + timeout
+    last, since = None, time.monotonic()
+    while True:
+        rep = drift_report(url)
+        seen = rep["versions"].get(version, {}).get("total_rows", 0)
+        now = time.monotonic()
+        if seen != last:
+            last, since = seen, now
+        restored = rep["monitor"].get("restored_from_checkpoint")
+        if seen >= rows or (restored and now - since >= quiet_s) or now > deadline:
+            return rep
+        time.sleep(0.3)
+
+
 def reference_of(svc) -> DriftReference:
     from mlops_ray.registry import tracking
 
@@ -193,7 +211,7 @@ def test_monitor_killed_mid_stream_loses_at_most_the_last_interval(service, traf
     ray.kill(handle, no_restart=False)  # a crash: Ray restarts it, it restores its checkpoint
     sent += send(url, frame.iloc[1000:])  # every request still succeeds (asserted in send)
     total = 2000
-    rep = wait_rows(url, version, seen0 + total, timeout=30)
+    rep = wait_settled(url, version, seen0 + total, quiet_s=2.0, timeout=30)
     assert rep["monitor"]["restored_from_checkpoint"] is True
     seen = rep["versions"][version]["total_rows"] - seen0
     # lost: what was merged after the last checkpoint before the kill (checkpoint interval + tick),
