@@ -102,8 +102,7 @@ def head(trained_home):
     env["RAY_ADDRESS"] = f"127.0.0.1:{ports['port']}"
     try:
         yield env
-    finally:
-        subprocess.run([str(BIN / "serve"), "shutdown", "-y"], cwd=ROOT, env=env, capture_output=True, timeout=120)
+    finally:  # the whole cluster goes, Serve's controller, proxies and HAProxy with it (no `serve shutdown`)
         stop_cluster(ports["port"])
 
 

@@ -778,8 +778,8 @@ def test_service_spreads_and_survives_losing_a_node_with_the_drift_monitor(stack
         windows0 = len(rep0["versions"][version].get("windows", []))
         assert store_for(f"s3://{BUCKET}/ws").read_bytes(checkpoint_key(MODEL)) is not None
         # The failure, under 16 connections.
-        load = cluster.popen_on_head([*load_argv, "16", "20"], stdout=-1, stderr=-1, text=True)
-        time.sleep(6)
+        load = cluster.popen_on_head([*load_argv, "16", "16"], stdout=-1, stderr=-1, text=True)
+        time.sleep(5)
         t_kill = cluster.kill_worker()
         dead_at = cluster.wait_node_state(cluster.dead_worker_ids[-1], "DEAD", timeout=60)
         out, err = load.communicate(timeout=120)

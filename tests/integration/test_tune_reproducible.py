@@ -70,10 +70,3 @@ def test_max_concurrent_trials_caps_the_trials_that_run_at_once(ray_session, sma
     spans = [(t["started_at"], t["ended_at"]) for t in res.extra["trial_results"]]
     assert len(spans) == 4 and all(a is not None and b is not None and a < b for a, b in spans), spans
     assert _max_overlap(spans) == 1, spans
-
-    monkeypatch.setattr(runtime, "alive_node_cpus", lambda: [2.0])
-    cfg2 = _config(small_config, max_concurrent_trials=2, scheduler="none", num_samples=4)
-    res = tune_model(ctx, TrainingSpec.from_config(cfg2), snap, register=False)
-    assert (res.extra["max_concurrent_trials"], res.extra["cpus_per_trial"]) == (2, 1)
-    spans = [(t["started_at"], t["ended_at"]) for t in res.extra["trial_results"]]
-    assert _max_overlap(spans) <= 2, spans
