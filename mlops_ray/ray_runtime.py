@@ -201,6 +201,33 @@ def worker_setup() -> None:
     compat.install_worker_patches(compat.loopback_node_requested())
 
 
+def nvidia_device_present() -> bool:
+    """An NVIDIA driver device or ``nvidia-smi`` on this machine (then Ray may find GPUs)."""
+    import shutil
+
+    return Path("/dev/nvidiactl").exists() or shutil.which("nvidia-smi") is not None
+
+
+def fresh_local_node() -> tuple[float, float] | None:
+    """``(CPUs, GPUs)`` of the one node :func:`ensure_ray` would start now, known without starting it.
+
+    That is when this process has no Ray yet and no address is set (``ensure_ray`` would start a fresh
+    local cluster of this machine's CPUs), and the machine has no NVIDIA device (``/dev/nvidiactl``,
+    ``nvidia-smi``): then GPUs are 0. ``None`` otherwise (Ray running or to be joined, or GPUs possible:
+    Ray's own detection decides). Work that runs in this process on one node (local-mode training)
+    uses it to skip a cluster's start-up and shutdown (~8 s on 2 cores).
+    """
+    import ray
+
+    if ray.is_initialized() or os.environ.get("RAY_ADDRESS", "").strip() or nvidia_device_present():
+        return None
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = os.cpu_count() or 1
+    return float(cpus), 0.0
+
+
 def alive_node_gpus() -> list[float]:
     """GPUs of each alive node with CPUs (same order as :func:`alive_node_cpus`)."""
     import ray

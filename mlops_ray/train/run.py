@@ -184,17 +184,21 @@ def register_candidate(
     return str(mv.version)
 
 
-def plan_for(model: ModelConfig, execution: str | None = None) -> ExecutionPlan:
-    """The execution plan for ``model``'s settings on the alive nodes (``execution`` overrides ``model.execution``)."""
+def plan_for(
+    model: ModelConfig, execution: str | None = None, nodes: tuple[list[float], list[float]] | None = None
+) -> ExecutionPlan:
+    """The execution plan for ``model``'s settings (``execution`` overrides ``model.execution``) on
+    ``nodes`` (CPUs and GPUs per node), by default the alive nodes of the connected cluster."""
     from mlops_ray.ray_runtime import alive_node_cpus, alive_node_gpus
 
+    node_cpus, node_gpus = nodes if nodes is not None else (alive_node_cpus(), alive_node_gpus())
     try:
         return choose_execution(
-            alive_node_cpus(),
+            node_cpus,
             execution or model.execution,
             model.num_workers,
             model.cpus_per_worker,
-            node_gpus=alive_node_gpus(),
+            node_gpus=node_gpus,
             device=model.device,
         )
     except ValueError as err:  # e.g. model.device: cuda on a cluster without (enough) GPUs
@@ -218,13 +222,18 @@ def train_model(
     Raises:
         SnapshotCorruptError: the snapshot's files differ from its manifest (checked before training).
     """
-    from mlops_ray.ray_runtime import ensure_ray
+    from mlops_ray.ray_runtime import ensure_ray, fresh_local_node
 
     ctx.client  # noqa: B018 - fail fast on an unusable tracking store, before any training
     check = snapshot.verify()
-    ensure_ray()
     model_cfg = spec.model
-    plan = plan or plan_for(model_cfg, execution)
+    if plan is None and (local := fresh_local_node()) is not None:
+        # No cluster yet and none to join: the one it would start is this machine. Local mode trains in
+        # this process, so Ray's start-up and shutdown (~8 s) are skipped; any other plan starts it below.
+        plan = plan_for(model_cfg, execution, ([local[0]], [local[1]]))
+    if plan is None or plan.mode != "local":
+        ensure_ray()
+        plan = plan or plan_for(model_cfg, execution)
     run_name = run_name or f"train-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     out_dir = ctx.run_dir("runs", run_name)
     kind = get_kind(model_cfg.type)
