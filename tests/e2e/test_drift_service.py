@@ -134,9 +134,15 @@ def test_live_psi_equals_offline_psi_on_the_same_rows(service, traffic):
     url, version = service["url"], service["version"]
     rows = traffic["same"].iloc[:600]
     send(url, rows)
-    rep = wait_rows(url, version, 600)
-    live = rep["versions"][version]["current"]
-    assert live["rows"] == 600 and rep["serving_version"] == version
+    deadline = time.monotonic() + 30
+    while True:  # the window's counts, not only the row total: both replicas' pushes merged
+        rep = wait_rows(url, version, 600)
+        live = rep["versions"][version]["current"]
+        if live["rows"] >= 600 or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
+    total = rep["versions"][version]["total_rows"]
+    assert live["rows"] == 600 and rep["serving_version"] == version, (live["rows"], total, rep["monitor"])
     ref, model = reference_of(service)
     table = pa.Table.from_pandas(rows[FEATURES], preserve_index=False)
     counts = ref.count(table, model.score_frame(rows[FEATURES]))
