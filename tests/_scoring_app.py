@@ -14,8 +14,15 @@ from fastapi import FastAPI, Request
 from mlops_ray.data.generate import FEATURE_SPEC
 from mlops_ray.data.preprocess import CategoricalParams, NumericParams, Preprocessor
 from mlops_ray.serve.errorlog import ErrorLogLimiter
-from mlops_ray.serve.http_api import handle_scoring
-from mlops_ray.serve.schema import INVOCATIONS_REQUEST_SCHEMA, PREDICT_REQUEST_SCHEMA, FeatureSchema, openapi_json_body
+from mlops_ray.serve.http_api import V2_INFER, handle_scoring, v2_error_from
+from mlops_ray.serve.schema import (
+    INVOCATIONS_REQUEST_SCHEMA,
+    PREDICT_REQUEST_SCHEMA,
+    V2_INFER_REQUEST_SCHEMA,
+    FeatureSchema,
+    openapi_json_body,
+)
+from mlops_ray.serve.v2 import infer_response
 
 LIMIT = 100_000
 NUMERIC = tuple(FEATURE_SPEC["numeric"])
@@ -46,7 +53,8 @@ def _model() -> StandInModel:
 
 
 def make_app(model="stand-in", limit: int = LIMIT) -> FastAPI:
-    """``/predict`` and ``/invocations`` as the replica routes them (scores: row sums); ``model=None``: none loaded."""
+    """``/predict``, ``/invocations`` and V2 infer as the replica routes them (scores: row sums); ``model=None``:
+    none loaded."""
     app = FastAPI()
     state = {"model": _model() if model == "stand-in" else model, "limiter": ErrorLogLimiter()}
     log = logging.getLogger("mlops_ray.serve")
@@ -71,5 +79,15 @@ def make_app(model="stand-in", limit: int = LIMIT) -> FastAPI:
     @app.post("/invocations", openapi_extra=openapi_json_body(INVOCATIONS_REQUEST_SCHEMA))
     async def invocations(request: Request):
         return await run("/invocations", request)
+
+    @app.post("/v2/models/stand-in/infer", openapi_extra=openapi_json_body(V2_INFER_REQUEST_SCHEMA))
+    async def v2_infer(request: Request):  # as the replica answers it (mlops_ray/serve/app.py)
+        out = await handle_scoring(
+            request, V2_INFER, state["model"], limit=limit, score=score, limiter=state["limiter"], logger=log
+        )
+        if out.response is not None:
+            return v2_error_from(out.response)
+        rid, outputs = out.extra
+        return infer_response("stand-in", "1", rid, np.asarray(out.scores), None, outputs)
 
     return app

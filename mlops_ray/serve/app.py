@@ -1,7 +1,8 @@
 """Ray Serve application: a FastAPI ingress serving ``models:/NAME@champion`` with batching.
 
-Routes: ``POST /predict``, ``POST /invocations`` (MLflow scoring-server formats),
-``GET /health``, ``GET /model``, ``POST /reload``; OpenAPI at ``/docs``.
+Routes: ``POST /predict``, ``POST /invocations`` (MLflow scoring-server formats), the Open Inference
+Protocol V2 (``/v2/...``: health, metadata, ``POST /v2/models/{name}[/versions/{v}]/infer``; see
+:mod:`mlops_ray.serve.v2`), ``GET /health``, ``GET /model``, ``POST /reload``; OpenAPI at ``/docs``.
 
 Each replica loads the version behind the alias, polls the registry every
 ``poll_interval_s`` (or on ``reconfigure``/``/reload``) and swaps in a new version
@@ -35,21 +36,26 @@ from mlops_ray.serve.body import read_json_body
 from mlops_ray.serve.drift_recorder import DriftRecorder
 from mlops_ray.serve.errorlog import ErrorLogLimiter
 from mlops_ray.serve.http_api import (
+    V2_INFER,
     Scored,
     client_error_response,
     error_response,
     handle_scoring,
     parse_feedback,
     request_id,
+    v2_error,
+    v2_error_from,
 )
 from mlops_ray.serve.model_store import LoadedModel, load_version, resolve_version
 from mlops_ray.serve.schema import (
     FEEDBACK_REQUEST_SCHEMA,
     INVOCATIONS_REQUEST_SCHEMA,
     PREDICT_REQUEST_SCHEMA,
+    V2_INFER_REQUEST_SCHEMA,
     openapi_json_body,
 )
 from mlops_ray.serve.serve_config import DEPLOYMENT, deployment_options
+from mlops_ray.serve.v2 import infer_response, model_metadata
 from mlops_ray.state import store_for
 
 if TYPE_CHECKING:
@@ -346,6 +352,79 @@ class ModelServer:
             self.drift.forget()
             return error_response(503, f"drift monitor unavailable: {type(err).__name__}: {err}", request_id=rid)
         return {**out, "request_id": rid}
+
+    # ------------------------------------------------- Open Inference Protocol V2 (mlops_ray/serve/v2.py)
+    def _v2_model(self, name: str, version: str | None) -> "LoadedModel | JSONResponse":
+        """The loaded model when ``name`` (and ``version``, if given) is what this service serves."""
+        if name != self.settings.model_name:
+            return v2_error(404, f"unknown model {name!r}; this service serves {self.settings.model_name!r}")
+        if self.current is None:
+            return v2_error(503, f"no model loaded: {self._last_error}")
+        if version is not None and version != self.current.version:
+            return v2_error(404, f"model {name!r} version {version!r} is not served (serving {self.current.version})")
+        return self.current
+
+    @api.get("/v2", summary="Open Inference Protocol V2: server metadata")
+    async def v2_server(self):
+        from mlops_ray import __version__
+
+        return {"name": "mlops-ray", "version": __version__, "extensions": []}
+
+    @api.get("/v2/health/live", summary="Open Inference Protocol V2: liveness")
+    async def v2_live(self):
+        return {"live": True}
+
+    @api.get("/v2/health/ready", summary="Open Inference Protocol V2: readiness (a model is loaded)")
+    async def v2_ready(self):
+        if self.current is None:
+            return JSONResponse(status_code=503, content={"ready": False})
+        return {"ready": True}
+
+    @api.get("/v2/models/{name}", summary="Open Inference Protocol V2: model metadata")
+    @api.get("/v2/models/{name}/versions/{version}", summary="Open Inference Protocol V2: model version metadata")
+    async def v2_metadata(self, name: str, version: str | None = None):
+        model = self._v2_model(name, version)
+        if isinstance(model, JSONResponse):
+            return model
+        return model_metadata(model.name, model.version, model.task, model.schema, None)
+
+    @api.get("/v2/models/{name}/ready", summary="Open Inference Protocol V2: model readiness")
+    @api.get("/v2/models/{name}/versions/{version}/ready", summary="Open Inference Protocol V2: version readiness")
+    async def v2_model_ready(self, name: str, version: str | None = None):
+        model = self._v2_model(name, version)
+        if isinstance(model, JSONResponse):
+            return model
+        return {"name": model.name, "ready": True}
+
+    @api.post(
+        "/v2/models/{name}/infer",
+        summary="Open Inference Protocol V2: inference",
+        openapi_extra=openapi_json_body(V2_INFER_REQUEST_SCHEMA),
+    )
+    @api.post(
+        "/v2/models/{name}/versions/{version}/infer",
+        summary="Open Inference Protocol V2: inference on a version (the one served)",
+        openapi_extra=openapi_json_body(V2_INFER_REQUEST_SCHEMA),
+    )
+    async def v2_infer(self, name: str, request: Request, version: str | None = None):
+        """Body: one tensor per feature, `{"inputs": [{"name": "age", "shape": [N], "datatype": "FP64",
+        "data": [...]}, ...]}` (categorical features `BYTES`; null for a missing value). Answers `predict`
+        and, for classification, `probability`. Errors: `{"error": "..."}` naming the tensor and element."""
+        model = self._v2_model(name, version)
+        if isinstance(model, JSONResponse):
+            return model
+        out = await self._run(V2_INFER, request)
+        if out.response is not None:
+            return v2_error_from(out.response)
+        model = out.model
+        if version is not None and version != model.version:  # swapped to another version meanwhile
+            return v2_error(404, f"model {name!r} version {version!r} is not served (serving {model.version})")
+        rid, outputs = out.extra
+        pred = model.prediction(out.scores)
+        return JSONResponse(
+            infer_response(model.name, model.version, rid, pred.labels, pred.probabilities, outputs),
+            headers={"x-model-version": model.version},
+        )
 
     @api.post("/reload", summary="Check the registry now (this replica)")
     async def reload(self):

@@ -41,11 +41,14 @@ REQUEST_ID_HEADER = "x-request-id"
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 CLIENT_CLOSED = 499  # the client went away before its body was read (nginx's code; never sent)
 
+V2_INFER = "/v2/infer"  # the route name (metrics, logs) of every Open Inference Protocol infer path
+
 # Per route: how to get the records out of the body, and the `loc` prefix of their errors.
 ROUTE_INPUTS: dict[str, tuple[Callable[[Any], Any], tuple[str, ...]]] = {
     "/predict": (predict_payload_to_records, ("records",)),
     "/invocations": (lambda body: mlflow_payload_to_records(body)[0], ("rows",)),
 }
+ROUTE_LOC = {**{route: loc for route, (_, loc) in ROUTE_INPUTS.items()}, V2_INFER: ("inputs",)}
 
 
 def request_id(request: Request) -> tuple[str, bool]:
@@ -75,6 +78,24 @@ def error_response(status: int, detail: Any, *, request_id: str | None = None, e
     return JSONResponse(status_code=status, content=content, headers=headers)
 
 
+def v2_error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    """An Open Inference Protocol error: ``{"error": "<message>"}``."""
+    return JSONResponse(status_code=status, content={"error": json_safe(message)}, headers=headers)
+
+
+def v2_error_from(response: Response) -> Response:
+    """A service error response (``{"detail": ...}``) in the protocol's shape, same status and request id."""
+    import json
+
+    from mlops_ray.serve.v2 import error_message
+
+    if response.status_code == CLIENT_CLOSED or not response.body:
+        return response
+    detail = json.loads(response.body).get("detail")
+    headers = {k: v for k, v in response.headers.items() if k == REQUEST_ID_HEADER}
+    return v2_error(response.status_code, error_message(detail), headers)
+
+
 def client_error_response(
     err: RequestBodyError | RequestError, request_id: str | None = None, echo_id: bool = False
 ) -> JSONResponse:
@@ -83,14 +104,20 @@ def client_error_response(
     return error_response(422, err.errors, request_id=request_id, echo_id=echo_id)
 
 
-def parse_scoring_body(route: str, body: Any, schema: FeatureSchema) -> pa.Table:
-    """A parsed JSON body of ``route`` -> the feature table (raises :class:`RequestError`, 422)."""
+def parse_scoring_body(route: str, body: Any, schema: FeatureSchema) -> tuple[pa.Table, Any]:
+    """A parsed JSON body of ``route`` -> (the feature table, what else the route needs: for
+    :data:`V2_INFER` the request's ``id`` and the outputs asked for). Raises :class:`RequestError` (422)."""
+    if route == V2_INFER:
+        from mlops_ray.serve.v2 import parse_infer_request
+
+        table, rid, outputs = parse_infer_request(body, schema)
+        return table, (rid, outputs)
     extract, loc = ROUTE_INPUTS[route]
-    return records_to_table(extract(body), schema, loc=loc)
+    return records_to_table(extract(body), schema, loc=loc), None
 
 
-async def read_scoring_request(request: Request, route: str, schema: FeatureSchema, limit: int) -> pa.Table:
-    """Read, bound, parse and validate the body of a scoring request.
+async def read_scoring_request(request: Request, route: str, schema: FeatureSchema, limit: int) -> tuple[pa.Table, Any]:
+    """Read, bound, parse and validate the body of a scoring request (see :func:`parse_scoring_body`).
 
     Raises:
         RequestBodyError: 400/413/415; RequestError: 422; starlette's ClientDisconnect.
@@ -193,6 +220,7 @@ class Scored:
     model: Any = None
     scores: Any = None
     rows: int = 0
+    extra: Any = None  # what the route's parser returned besides the table (V2: request id, outputs)
 
 
 async def handle_scoring(
@@ -221,10 +249,10 @@ async def handle_scoring(
     try:
         if model is None:
             return Scored(503, rid, error_response(503, unavailable, request_id=rid, echo_id=echo))
-        table = await read_scoring_request(request, route, model.schema, limit)
+        table, extra = await read_scoring_request(request, route, model.schema, limit)
         with np.errstate(over="ignore"):  # an overflow to inf is reported by check_finite
             x = model.transform(table)
-        check_finite(x, model.feature_names, ROUTE_INPUTS[route][1])
+        check_finite(x, model.feature_names, ROUTE_LOC[route])
         scores = await score(model, x)
         if observe is not None:
             try:
@@ -233,7 +261,7 @@ async def handle_scoring(
                 decision = limiter.decide("observe:" + type(err).__name__)
                 if decision.line:
                     logger.warning("drift observation failed: %s: %s", type(err).__name__, one_line(str(err)))
-        return Scored(200, rid, model=model, scores=scores, rows=len(x))
+        return Scored(200, rid, model=model, scores=scores, rows=len(x), extra=extra)
     except (RequestBodyError, RequestError) as err:
         response = client_error_response(err, rid, echo_id=echo)
         return Scored(response.status_code, rid, response)

@@ -350,3 +350,44 @@ FEEDBACK_REQUEST_SCHEMA: dict[str, Any] = {
         }
     },
 }
+
+
+V2_INFER_REQUEST_SCHEMA: dict[str, Any] = {
+    "description": "Open Inference Protocol V2: one tensor per feature (numeric FP64, categorical BYTES; null missing)",
+    "type": "object",
+    "required": ["inputs"],
+    "additionalProperties": False,
+    "properties": {
+        "id": {"type": "string"},
+        "parameters": {"type": "object"},
+        "inputs": {
+            "type": "array",
+            "minItems": 1,
+            "items": {
+                "type": "object",
+                "required": ["name", "shape", "datatype", "data"],
+                "additionalProperties": False,
+                "properties": {
+                    "name": {"type": "string"},
+                    "shape": {
+                        "type": "array",
+                        "items": {"type": "integer", "minimum": 0},
+                        "minItems": 1,
+                        "maxItems": 2,
+                    },
+                    "datatype": {"type": "string", "enum": ["FP64", "FP32", "INT64", "INT32", "BYTES"]},
+                    "parameters": {"type": "object"},
+                    "data": {"type": "array", "items": _VALUE},
+                },
+            },
+        },
+        "outputs": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["name"],
+                "properties": {"name": {"type": "string", "enum": ["predict", "probability"]}},
+            },
+        },
+    },
+}

@@ -73,6 +73,55 @@ def test_predict_matches_the_registered_pyfunc(service):
     assert body["model"]["name"] == "serve-model" and body["model"]["version"] == str(served) and body["request_id"]
 
 
+def test_open_inference_protocol_v2_through_tritons_own_http_client(service):
+    """Triton's `tritonclient.http`, unmodified (JSON tensors: `binary_data=False`; the binary extension is
+    not served): health, model readiness and metadata, inference by name and by version, the answers
+    equal to the registered pyfunc's on the same rows, and errors in the protocol's shape."""
+    import tritonclient.http as triton
+    from tritonclient.utils import InferenceServerException
+
+    from mlops_ray.data.generate import FEATURE_SPEC
+    from mlops_ray.registry import tracking
+
+    ctx, name = service["ctx"], "serve-model"
+    version = str(tracking.alias_version(ctx.client, name, "champion").version)
+    client = triton.InferenceServerClient(service["url"].removeprefix("http://"))
+    assert client.is_server_live() and client.is_server_ready()
+    assert client.is_model_ready(name) and client.is_model_ready(name, version)
+    assert not client.is_model_ready("no-such-model")
+    meta = client.get_model_metadata(name)
+    numeric, categorical = FEATURE_SPEC["numeric"], FEATURE_SPEC["categorical"]
+    assert [(t["name"], t["datatype"]) for t in meta["inputs"]] == [(f, "FP64") for f in numeric] + [
+        (f, "BYTES") for f in categorical
+    ]
+    assert meta["versions"] == [version] and [o["name"] for o in meta["outputs"]] == ["predict", "probability"]
+    df = _rows(service["snap"], 200)[FEATURES].dropna().head(20)  # NaN is not JSON: tritonclient sends no null
+    inputs = []
+    for f in numeric:
+        t = triton.InferInput(f, [len(df)], "FP64")
+        t.set_data_from_numpy(df[f].to_numpy(np.float64), binary_data=False)
+        inputs.append(t)
+    for f in categorical:
+        t = triton.InferInput(f, [len(df)], "BYTES")
+        t.set_data_from_numpy(df[f].to_numpy(object), binary_data=False)
+        inputs.append(t)
+    outputs = [triton.InferRequestedOutput(o, binary_data=False) for o in ("predict", "probability")]
+    expected = tracking.load_pyfunc(ctx.tracking_uri, f"models:/{name}/{version}").predict(df)
+    for kw in ({}, {"model_version": version}):
+        result = client.infer(name, inputs, outputs=outputs, request_id="v2-1", **kw)
+        assert result.get_response()["model_version"] == version and result.get_response()["id"] == "v2-1"
+        np.testing.assert_allclose(result.as_numpy("probability"), expected["probability"], rtol=1e-6)
+        assert result.as_numpy("predict").tolist() == expected["prediction"].tolist()
+    with pytest.raises(InferenceServerException, match="version '999' is not served"):
+        client.infer(name, inputs, model_version="999")
+    bad = triton.InferInput("age", [1], "BYTES")
+    bad.set_data_from_numpy(np.array(["forty"], dtype=object), binary_data=False)
+    with pytest.raises(InferenceServerException, match="inputs.0.age.datatype: numeric feature"):
+        client.infer(name, [bad, *inputs[1:]])
+    r = httpx.post(f"{service['url']}/v2/models/{name}/infer", json={"inputs": []}, timeout=10)
+    assert r.status_code == 422 and set(r.json()) == {"error"}, r.text
+
+
 def test_invocations_accepts_every_mlflow_format(service):
     df = _rows(service["snap"], 5)
     recs = _records(df)

@@ -164,3 +164,49 @@ def test_behind_ray_serves_request_id_middleware_the_500_carries_one_matching_id
     assert r.status_code == 200 and r.headers.get_list(REQUEST_ID_HEADER) == [r.json()["request_id"]]
     r = c.post("/predict", content=b"{", headers={REQUEST_ID_HEADER: "client-id-1"})
     assert r.status_code == 400 and r.headers.get_list(REQUEST_ID_HEADER) == ["client-id-1"]
+
+
+# --------------------------------------------------------------------------- Open Inference Protocol V2
+def _v2_body(rows: list[dict]) -> dict:
+    from _scoring_app import CATEGORICAL, NUMERIC
+
+    n = len(rows)
+    inputs = [{"name": f, "shape": [n], "datatype": "FP64", "data": [r[f] for r in rows]} for f in NUMERIC]
+    inputs += [{"name": f, "shape": [n], "datatype": "BYTES", "data": [r[f] for r in rows]} for f in CATEGORICAL]
+    return {"id": "q-1", "inputs": inputs}
+
+
+def test_v2_infer_scores_like_predict_and_echoes_the_id(client):
+    rows = [GOOD, {**GOOD, "income": None, "region": "zzz"}]
+    v2 = client.post("/v2/models/stand-in/infer", json=_v2_body(rows))
+    assert v2.status_code == 200, v2.text
+    body = v2.json()
+    assert body["id"] == "q-1" and body["model_name"] == "stand-in" and body["model_version"] == "1"
+    (out,) = body["outputs"]
+    plain = client.post("/predict", json={"records": rows}).json()["scores"]
+    assert out["name"] == "predict" and out["shape"] == [2] and out["data"] == plain
+
+
+@pytest.mark.parametrize(
+    ("mutate", "status", "words"),
+    [
+        (lambda b: b["inputs"][0].update(data=["forty"]), 422, "inputs.0.age.data.0: expected a number"),
+        (lambda b: b["inputs"].pop(), 422, "missing input"),
+        (lambda b: b.pop("inputs"), 422, "inputs: required"),
+    ],
+)
+def test_v2_errors_use_the_protocols_shape_naming_the_tensor(client, mutate, status, words):
+    body = _v2_body([GOOD])
+    mutate(body)
+    r = client.post("/v2/models/stand-in/infer", json=body)
+    assert r.status_code == status and set(r.json()) == {"error"} and words in r.json()["error"], r.text
+
+
+def test_v2_body_errors_keep_their_status_in_the_protocols_shape(client):
+    r = client.post("/v2/models/stand-in/infer", content=b"{not json", headers={"content-type": "application/json"})
+    assert r.status_code == 400 and set(r.json()) == {"error"}
+    r = client.post("/v2/models/stand-in/infer", content=b"{}", headers={"content-type": "text/plain"})
+    assert r.status_code == 415 and set(r.json()) == {"error"}
+    big = b'{"inputs": [' + b" " * (LIMIT + 10) + b"]}"
+    r = client.post("/v2/models/stand-in/infer", content=big, headers={"content-type": "application/json"})
+    assert r.status_code == 413 and set(r.json()) == {"error"}
