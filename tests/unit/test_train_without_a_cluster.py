@@ -26,7 +26,7 @@ def test_fresh_local_node_is_this_machine_unless_an_address_is_set_or_gpus_may_b
     monkeypatch.setattr(ray_runtime, "nvidia_device_present", lambda: True)
     assert ray_runtime.fresh_local_node() is None  # Ray's GPU detection decides
     monkeypatch.setattr(ray_runtime, "nvidia_device_present", lambda: False)
-    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.1:6379")
+    monkeypatch.setenv("RAY_ADDRESS", "auto")
     assert ray_runtime.fresh_local_node() is None  # a cluster to join: its nodes decide
 
 
