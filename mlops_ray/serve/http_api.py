@@ -26,7 +26,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.requests import ClientDisconnect
 
 from mlops_ray.errors import RequestBodyError, RequestError
-from mlops_ray.serve.body import read_json_body
+from mlops_ray.serve.body import check_content_length, parse_json, read_json_body, read_limited
 from mlops_ray.serve.errorlog import ErrorLogLimiter, one_line
 from mlops_ray.serve.schema import (
     FeatureSchema,
@@ -42,6 +42,7 @@ _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 CLIENT_CLOSED = 499  # the client went away before its body was read (nginx's code; never sent)
 
 V2_INFER = "/v2/infer"  # the route name (metrics, logs) of every Open Inference Protocol infer path
+V2_BINARY_HEADER = "inference-header-content-length"  # V2's binary tensor extension
 
 # Per route: how to get the records out of the body, and the `loc` prefix of their errors.
 ROUTE_INPUTS: dict[str, tuple[Callable[[Any], Any], tuple[str, ...]]] = {
@@ -104,13 +105,16 @@ def client_error_response(
     return error_response(422, err.errors, request_id=request_id, echo_id=echo_id)
 
 
-def parse_scoring_body(route: str, body: Any, schema: FeatureSchema) -> tuple[pa.Table, Any]:
+def parse_scoring_body(
+    route: str, body: Any, schema: FeatureSchema, binary: bytes | None = None
+) -> tuple[pa.Table, Any]:
     """A parsed JSON body of ``route`` -> (the feature table, what else the route needs: for
-    :data:`V2_INFER` the request's ``id`` and the outputs asked for). Raises :class:`RequestError` (422)."""
+    :data:`V2_INFER` the request's ``id`` and the outputs asked for; ``binary``: its binary tensor
+    data). Raises :class:`RequestError` (422)."""
     if route == V2_INFER:
         from mlops_ray.serve.v2 import parse_infer_request
 
-        table, rid, outputs = parse_infer_request(body, schema)
+        table, rid, outputs = parse_infer_request(body, schema, binary)
         return table, (rid, outputs)
     extract, loc = ROUTE_INPUTS[route]
     return records_to_table(extract(body), schema, loc=loc), None
@@ -122,6 +126,17 @@ async def read_scoring_request(request: Request, route: str, schema: FeatureSche
     Raises:
         RequestBodyError: 400/413/415; RequestError: 422; starlette's ClientDisconnect.
     """
+    header_length = request.headers.get(V2_BINARY_HEADER) if route == V2_INFER else None
+    if header_length is not None:  # V2's binary tensor extension: a JSON header, then raw tensor bytes
+        check_content_length(request.headers.get("content-length"), limit)
+        raw = await read_limited(request.stream(), limit)
+        try:
+            size = int(header_length)
+        except ValueError:
+            size = -1
+        if not 0 < size <= len(raw):
+            raise RequestBodyError(400, f"{V2_BINARY_HEADER} {header_length!r} is not a length within the body")
+        return parse_scoring_body(route, parse_json(raw[:size]), schema, raw[size:])
     body = await read_json_body(
         request.stream(),
         limit=limit,

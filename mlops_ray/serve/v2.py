@@ -10,6 +10,12 @@ tensor's ``data`` is accepted as a missing value (imputed as in training), an ex
 JSON has no missing values and NaN is not JSON. The id column, when the model has one, may be sent and
 is ignored. Tensor data may be flat or nested by shape (row-major), as the protocol allows.
 
+**The binary tensor extension** (what ``tritonclient`` sends by default): with the
+``Inference-Header-Content-Length`` header, the body is that many bytes of JSON, then each tensor's raw
+bytes in input order (``parameters.binary_data_size``): little-endian numbers (NaN = missing) or, for
+``BYTES``, 4-byte little-endian lengths each followed by UTF-8. Outputs are always answered as JSON
+tensors, also when asked for as binary: clients read either.
+
 **Outputs**: ``predict`` (``INT64`` class index for classification, ``FP64`` value for regression, shape
 ``[N]``) and, for classification, ``probability`` (``FP64``; ``[N]`` the positive class's for binary,
 ``[N, K]`` for multiclass). A request's ``outputs`` selects among them.
@@ -88,7 +94,9 @@ def _string_column(values: list, loc: list, errors: list) -> list:
     return values
 
 
-def parse_infer_request(body: Any, schema: FeatureSchema) -> tuple[pa.Table, str | None, list[str] | None]:
+def parse_infer_request(
+    body: Any, schema: FeatureSchema, binary: bytes | None = None
+) -> tuple[pa.Table, str | None, list[str] | None]:
     """A ``POST /v2/models/{name}/infer`` body -> (the feature table, the request's ``id``, the output
     names asked for, or None for all).
 
@@ -110,6 +118,7 @@ def parse_infer_request(body: Any, schema: FeatureSchema) -> tuple[pa.Table, str
     if not isinstance(inputs, list) or not inputs:
         raise RequestError([*errors, _bad(["inputs"], "required: a non-empty list of tensors")])
     outputs = _parse_outputs(body.get("outputs"), errors)
+    chunks = _binary_chunks(inputs, binary, errors)
     allowed = set(schema.features) | set(schema.passthrough)
     seen: dict[str, int] = {}
     columns: dict[str, Any] = {}
@@ -158,9 +167,17 @@ def parse_infer_request(body: Any, schema: FeatureSchema) -> tuple[pa.Table, str
         if "parameters" in tensor and not isinstance(tensor["parameters"], dict):
             errors.append(_bad([*loc, "parameters"], "expected an object"))
             continue
-        if isinstance(tensor.get("parameters"), dict) and "binary_data_size" in tensor["parameters"]:
-            errors.append(_bad(loc, "binary tensor data is not supported: send the values in 'data' (JSON)"))
-            continue
+        if i in chunks:  # the binary tensor extension: the values follow the JSON header
+            if name in schema.passthrough:
+                continue
+            decoded = _decode_binary(chunks[i], datatype, n, loc, errors)
+            if decoded is None:
+                continue
+            data = decoded
+        elif "data" not in tensor and isinstance(tensor.get("parameters"), dict):
+            if "binary_data_size" in tensor["parameters"]:
+                errors.append(_bad(loc, "binary data announced, but no Inference-Header-Content-Length header"))
+                continue
         flat = _flatten(data, len(shape))
         if flat is None:
             errors.append(_bad([*loc, "data"], "required: a list of values (flat or nested by shape)"))
@@ -193,6 +210,70 @@ def parse_infer_request(body: Any, schema: FeatureSchema) -> tuple[pa.Table, str
     return pa.table(cols), rid, outputs
 
 
+_BINARY_DTYPES = {
+    "FP16": "<f2", "FP32": "<f4", "FP64": "<f8", "INT8": "i1", "INT16": "<i2", "INT32": "<i4", "INT64": "<i8",
+    "UINT8": "u1", "UINT16": "<u2", "UINT32": "<u4", "UINT64": "<u8",
+}  # fmt: skip
+
+
+def _binary_chunks(inputs: list, binary: bytes | None, errors: list) -> dict[int, bytes]:
+    """The binary part of the body cut into each tensor's bytes, in input order (``binary_data_size``)."""
+    if binary is None:
+        return {}
+    chunks, offset = {}, 0
+    for i, tensor in enumerate(inputs):
+        params = tensor.get("parameters") if isinstance(tensor, dict) else None
+        if not isinstance(params, dict) or "binary_data_size" not in params:
+            continue
+        size = params["binary_data_size"]
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            errors.append(_bad(["inputs", i, "parameters", "binary_data_size"], "expected a byte count"))
+            return {}
+        chunks[i], offset = binary[offset : offset + size], offset + size
+    if offset != len(binary):
+        errors.append(
+            _bad(["inputs"], f"binary data: {len(binary)} bytes after the JSON header, tensors declare {offset}")
+        )
+        return {}
+    return chunks
+
+
+def _decode_binary(chunk: bytes, datatype: str, n: int, loc: list, errors: list) -> list | None:
+    """A tensor's raw bytes as values (NaN, a float's missing value, becomes None; BYTES are 4-byte
+    little-endian lengths then UTF-8 bytes, element after element)."""
+    if datatype == "BYTES":
+        values, pos = [], 0
+        while pos < len(chunk) and len(values) <= n:
+            if pos + 4 > len(chunk):
+                break
+            size = int.from_bytes(chunk[pos : pos + 4], "little")
+            raw = chunk[pos + 4 : pos + 4 + size]
+            if len(raw) != size:
+                break
+            try:
+                values.append(raw.decode("utf-8"))
+            except UnicodeDecodeError:
+                errors.append(_bad([*loc, "data", len(values)], "not valid UTF-8"))
+                return None
+            pos += 4 + size
+        if pos != len(chunk) or len(values) != n:
+            errors.append(_bad([*loc, "data"], f"binary BYTES data does not hold {n} length-prefixed elements"))
+            return None
+        return values
+    dtype = _BINARY_DTYPES.get(datatype)
+    if dtype is None:
+        errors.append(_bad([*loc, "datatype"], f"{datatype} has no binary form here"))
+        return None
+    width = np.dtype(dtype).itemsize
+    if len(chunk) != n * width:
+        errors.append(
+            _bad([*loc, "data"], f"{len(chunk)} binary bytes for {n} {datatype} values ({n * width} expected)")
+        )
+        return None
+    col = np.frombuffer(chunk, dtype=dtype).astype(np.float64)
+    return [None if np.isnan(v) else v for v in col.tolist()]
+
+
 def _parse_outputs(outputs: Any, errors: list) -> list[str] | None:
     if outputs is None:
         return None
@@ -205,11 +286,7 @@ def _parse_outputs(outputs: Any, errors: list) -> list[str] | None:
         if name not in (OUTPUT_PREDICT, OUTPUT_PROBABILITY):
             errors.append(_bad(["outputs", i], f"unknown output {show(name)}; outputs: predict, probability"[:200]))
             continue
-        params = o.get("parameters") or {}
-        if isinstance(params, dict) and params.get("binary_data"):
-            errors.append(_bad(["outputs", i], "binary tensor data is not supported: ask for JSON (binary_data false)"))
-            continue
-        names.append(name)
+        names.append(name)  # asked for binary_data: answered as JSON all the same (clients read either)
     return names
 
 

@@ -74,9 +74,9 @@ def test_predict_matches_the_registered_pyfunc(service):
 
 
 def test_open_inference_protocol_v2_through_tritons_own_http_client(service):
-    """Triton's `tritonclient.http`, unmodified (JSON tensors: `binary_data=False`; the binary extension is
-    not served): health, model readiness and metadata, inference by name and by version, the answers
-    equal to the registered pyfunc's on the same rows, and errors in the protocol's shape."""
+    """Triton's `tritonclient.http`, unmodified: health, model readiness and metadata, inference by name and
+    by version with JSON tensors and with the client's default binary tensors, the answers equal to the
+    registered pyfunc's on the same rows, and errors in the protocol's shape."""
     import tritonclient.http as triton
     from tritonclient.utils import InferenceServerException
 
@@ -95,7 +95,7 @@ def test_open_inference_protocol_v2_through_tritons_own_http_client(service):
         (f, "BYTES") for f in categorical
     ]
     assert meta["versions"] == [version] and [o["name"] for o in meta["outputs"]] == ["predict", "probability"]
-    df = _rows(service["snap"], 200)[FEATURES].dropna().head(20)  # NaN is not JSON: tritonclient sends no null
+    df = _rows(service["snap"], 200)[FEATURES].dropna().head(20)  # NaN is not JSON (binary tensors may carry it)
     inputs = []
     for f in numeric:
         t = triton.InferInput(f, [len(df)], "FP64")
@@ -112,6 +112,18 @@ def test_open_inference_protocol_v2_through_tritons_own_http_client(service):
         assert result.get_response()["model_version"] == version and result.get_response()["id"] == "v2-1"
         np.testing.assert_allclose(result.as_numpy("probability"), expected["probability"], rtol=1e-6)
         assert result.as_numpy("predict").tolist() == expected["prediction"].tolist()
+    # the client's defaults: binary tensors in (the extension), binary outputs asked for (answered as JSON)
+    binary = []
+    for f in numeric:
+        t = triton.InferInput(f, [len(df)], "FP64")
+        t.set_data_from_numpy(df[f].to_numpy(np.float64))
+        binary.append(t)
+    for f in categorical:
+        t = triton.InferInput(f, [len(df)], "BYTES")
+        t.set_data_from_numpy(df[f].to_numpy(object))
+        binary.append(t)
+    result = client.infer(name, binary, outputs=[triton.InferRequestedOutput("probability")])
+    np.testing.assert_allclose(result.as_numpy("probability"), expected["probability"], rtol=1e-6)
     with pytest.raises(InferenceServerException, match="version '999' is not served"):
         client.infer(name, inputs, model_version="999")
     bad = triton.InferInput("age", [1], "BYTES")

@@ -210,3 +210,54 @@ def test_v2_body_errors_keep_their_status_in_the_protocols_shape(client):
     big = b'{"inputs": [' + b" " * (LIMIT + 10) + b"]}"
     r = client.post("/v2/models/stand-in/infer", content=big, headers={"content-type": "application/json"})
     assert r.status_code == 413 and set(r.json()) == {"error"}
+
+
+def _triton_request(rows: list[dict], binary: bool):
+    """A request body as Triton's own client builds it (its default: binary tensors)."""
+    import numpy as np
+    import tritonclient.http as triton
+    from _scoring_app import CATEGORICAL, NUMERIC
+
+    inputs = []
+    for f in NUMERIC:
+        t = triton.InferInput(f, [len(rows)], "FP64")
+        t.set_data_from_numpy(
+            np.array([np.nan if r[f] is None else r[f] for r in rows], np.float64), binary_data=binary
+        )
+        inputs.append(t)
+    for f in CATEGORICAL:
+        t = triton.InferInput(f, [len(rows)], "BYTES")
+        t.set_data_from_numpy(np.array([r[f] for r in rows], dtype=object), binary_data=binary)
+        inputs.append(t)
+    outputs = [triton.InferRequestedOutput("predict")]  # binary_data=True by default
+    body, json_size = triton.InferenceServerClient.generate_request_body(inputs, outputs, request_id="t-2")
+    headers = {} if json_size is None else {"Inference-Header-Content-Length": str(json_size)}
+    return body, headers
+
+
+def test_v2_binary_tensors_from_tritonclient_score_like_json_and_nan_is_missing(client):
+    import tritonclient.http as triton
+
+    rows = [GOOD, {**GOOD, "income": None, "region": "zzz"}]
+    body, headers = _triton_request(rows, binary=True)
+    assert headers, "tritonclient built no binary request"
+    r = client.post("/v2/models/stand-in/infer", content=body, headers=headers)
+    assert r.status_code == 200, r.text
+    result = triton.InferResult.from_response_body(r.content)  # the client's own reading of the answer
+    plain = client.post("/predict", json={"records": rows}).json()["scores"]
+    assert result.as_numpy("predict").tolist() == plain and result.get_response()["id"] == "t-2"
+
+
+@pytest.mark.parametrize(
+    ("cut", "words"),
+    [
+        (lambda body, n: (body[:-3], n), "tensors declare"),  # fewer bytes than the tensors announce
+        (lambda body, n: (body, str(len(body) + 5)), "not a length within the body"),
+        (lambda body, n: (body, "x"), "not a length within the body"),
+    ],
+)
+def test_v2_broken_binary_bodies_are_clear_errors(client, cut, words):
+    body, headers = _triton_request([GOOD], binary=True)
+    body, size = cut(body, headers["Inference-Header-Content-Length"])
+    r = client.post("/v2/models/stand-in/infer", content=body, headers={"Inference-Header-Content-Length": size})
+    assert 400 <= r.status_code < 500 and words in r.json()["error"], r.text

@@ -94,7 +94,11 @@ def test_shape_n_by_1_and_nested_data_are_accepted_and_the_id_column_is_ignored(
         (lambda b: b["inputs"][0].update(data=["1.5", 2]), ["inputs", 0, "age", "data", 0], "expected a number"),
         (lambda b: b["inputs"][0].update(data=[10**400, 2]), ["inputs", 0, "age", "data", 0], "out of range"),
         (lambda b: b["inputs"][2].update(data=["a", 3]), ["inputs", 2, "region", "data", 1], "expected a string"),
-        (lambda b: b["inputs"][0].update(parameters={"binary_data_size": 16}), ["inputs", 0, "age"], "binary"),
+        (
+            lambda b: (b["inputs"][0].update(parameters={"binary_data_size": 16}), b["inputs"][0].pop("data")),
+            ["inputs", 0, "age"],
+            "no Inference-Header-Content-Length",
+        ),
         (lambda b: b.update(outputs=[{"name": "proba"}]), ["outputs", 0], "unknown output"),
         (lambda b: b.update(id=5), ["id"], "expected a string"),
         (lambda b: b.update(extra=1), ["extra"], "unknown field"),
